@@ -1,0 +1,8 @@
+"""Multicast relay for networks that drop multicast (a re-creation of
+Alibaba's multicast_proxy): the server forwards group datagrams to member
+hosts over unicast, the client re-delivers them as local multicast.
+
+Standard library only, Python 3.8 to 3.13.
+"""
+
+__version__ = "1.0.0"

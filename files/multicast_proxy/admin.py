@@ -1,0 +1,416 @@
+"""The imperative shell of the commands: run a parsed Action.
+
+Edits take the config lock, load the file, apply a pure edit from the config
+model, write the result atomically and ask the daemon to reload.  Queries
+read from the daemon when it runs, else from the file.  Every function here
+returns an exit code (see docs/relay.md) and writes messages to the given
+streams.
+"""
+
+import json
+import os
+import sys
+import tempfile
+
+from . import cli, config, daemon
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+
+DAEMON_NAMES = {"server": "server daemon (multis_admin -R, service multis_monitord)",
+                "client": "client daemon (multic_admin -R, service multic_monitord)"}
+
+
+# Edit errors name the config field; on the command line the flag is what the user typed.
+_FLAG_OF_FIELD = {
+    "server": {"group_ip": "-m", "member_array": "-j/-q", "server_port": "-p", "group_port": "-g"},
+    "client": {"server_ip": "-i", "group_port": "-g", "server_port": "-s", "group_ip": "-m"},
+}
+
+
+class CommandFailed(Exception):
+    def __init__(self, code, message):
+        self.code = code
+        super(CommandFailed, self).__init__(message)
+
+
+def _side(program):
+    return "server" if program in (cli.SERVER, cli.SERVER_RELOAD) else "client"
+
+
+def _loader(side):
+    return config.load_server_config if side == "server" else config.load_client_config
+
+
+def read_config_file(side, directory):
+    """The current config of ``side``; a missing file is an empty config."""
+    path = daemon.side_path(side, "config", directory)
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        text = ""
+    except OSError as exc:
+        raise CommandFailed(EXIT_FAILURE, "cannot read %s: %s" % (path, exc.strerror))
+    try:
+        return _loader(side)(text, path)
+    except config.ConfigError as exc:
+        raise CommandFailed(EXIT_USAGE, "%s\nFix the file (or restore it), then run the command again; "
+                                        "nothing was changed." % exc)
+
+
+def write_atomically(path, text):
+    """Temp file in the same directory, fsync, rename: readers see old or new, never half."""
+    directory = os.path.dirname(path) or "."
+    fd, temp_path = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fchmod(handle.fileno(), 0o644)
+            os.fsync(handle.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        try:
+            os.unlink(temp_path)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _edit_function(action):
+    if action.program == cli.SERVER:
+        if action.command == "add":
+            return lambda cfg: config.server_add(cfg, action.group_ip, action.members or [],
+                                                 server_port=action.port, group_port=action.group_port)
+        if action.command == "quit":
+            return lambda cfg: config.server_quit(cfg, action.group_ip, action.members)
+        if action.command == "delete":
+            return lambda cfg: config.server_delete(cfg, action.group_ip)
+        return lambda cfg: config.empty_server_config()
+    if action.command == "add":
+        return lambda cfg: config.client_add(cfg, action.server_ip, action.group_port, action.server_port,
+                                             action.group_ip)
+    if action.command == "delete":
+        return lambda cfg: config.client_delete(cfg, action.server_ip, action.group_port, action.group_ip)
+    return lambda cfg: config.empty_client_config()
+
+
+def _edit_file(action, side, directory, out):
+    """Load, edit, validate, write; the caller holds the config lock."""
+    path = daemon.side_path(side, "config", directory)
+    current = read_config_file(side, directory)
+    try:
+        new = _edit_function(action)(current)
+    except config.ConfigError as exc:
+        flag = _FLAG_OF_FIELD[side].get(exc.path)
+        where = "%s (%s)" % (flag, exc.path) if flag else exc.path
+        raise CommandFailed(EXIT_USAGE, "%s: %s\nNothing was changed." % (where, exc.problem))
+    # -C keeps the top-level interface setting: it clears groups, not host facts.
+    if action.command == "clear" and current.get("interface"):
+        new["interface"] = current["interface"]
+    if new == current and os.path.exists(path):
+        out.write("%s unchanged\n" % path)
+        return
+    try:
+        write_atomically(path, config.dump_config(new))
+    except OSError as exc:
+        raise CommandFailed(EXIT_FAILURE, "cannot write %s: %s; nothing was changed" % (path, exc.strerror))
+    out.write("saved %s\n" % path)
+
+
+def run_edit(action, directory, out):
+    side = _side(action.program)
+    if not os.path.isdir(directory):
+        try:
+            os.makedirs(directory, 0o755)
+        except OSError as exc:
+            raise CommandFailed(EXIT_FAILURE, "cannot create %s: %s" % (directory, exc.strerror))
+    try:
+        with config.ConfigLock(directory, side):
+            _edit_file(action, side, directory, out)
+    except OSError as exc:
+        # Only taking the lock gets here: _edit_file turns its own I/O errors into CommandFailed.
+        raise CommandFailed(EXIT_FAILURE, "cannot take the config lock in %s: %s (run the command as root)"
+                            % (directory, exc.strerror))
+    return _ask_reload(side, directory, out)
+
+
+def _request(side, cmd, directory):
+    """Ask the daemon; None when no daemon listens.  A socket we may not use is an error,
+    not an absent daemon."""
+    try:
+        return daemon.request(side, {"cmd": cmd}, directory)
+    except PermissionError:
+        raise CommandFailed(EXIT_FAILURE, "permission denied on %s; the control socket is for root only"
+                            % daemon.side_path(side, "socket", directory))
+    except (OSError, ValueError):
+        return None
+
+
+def _ask_reload(side, directory, out):
+    reply = _request(side, "reload", directory)
+    if reply is None:
+        raise CommandFailed(EXIT_NOT_RUNNING, "saved; the %s is not running, the change will apply when the "
+                                              "daemon starts" % DAEMON_NAMES[side])
+    if not reply.get("ok"):
+        raise CommandFailed(EXIT_FAILURE, "the %s refused the reload: %s" % (DAEMON_NAMES[side], reply.get("error")))
+    out.write("applied by the running daemon\n")
+    return EXIT_OK
+
+
+def _query(side, cmd, directory):
+    """Ask the daemon; None when it is not running."""
+    reply = _request(side, cmd, directory)
+    if reply is None:
+        return None
+    if not reply.get("ok"):
+        raise CommandFailed(EXIT_FAILURE, "the %s answered with an error: %s" % (DAEMON_NAMES[side], reply.get("error")))
+    return reply
+
+
+def format_table(headers, rows):
+    """Left-aligned columns separated by two spaces."""
+    cells = [list(headers)] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def _dump_json(obj, out):
+    out.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def run_show(action, directory, out):
+    """multis_admin -S: the groups, from the daemon (with interface state) or the file."""
+    reply = _query("server", "show", directory)
+    if reply is not None:
+        cfg = reply["config"]
+        runtime = dict((g["group_ip"], g) for g in reply["groups"])
+        source = "daemon"
+    else:
+        cfg = read_config_file("server", directory)
+        runtime = {}
+        source = "file"
+    groups = []
+    for group in cfg[config.SERVER_TOP_KEY]:
+        item = dict(group)
+        state = runtime.get(group["group_ip"])
+        item["interface"] = state["interface"] if state else group.get("interface", cfg.get("interface", ""))
+        item["state"] = state["state"] if state else "not running"
+        if state and state["error"]:
+            item["error"] = state["error"]
+        groups.append(item)
+    if action.json:
+        _dump_json({"source": source, "groups": groups}, out)
+        return EXIT_OK
+    rows = [(g["group_ip"], g["group_port"], g["server_port"], len(g["member_array"]), g["interface"] or "(route)",
+             g["state"]) for g in groups]
+    out.write(format_table(("GROUP", "GROUP_PORT", "SERVER_PORT", "MEMBERS", "INTERFACE", "STATE"), rows))
+    for group in groups:
+        if group.get("error"):
+            out.write("error %s: %s\n" % (group["group_ip"], group["error"]))
+    if source == "file":
+        out.write("(from %s; the server daemon is not running)\n" % daemon.side_path("server", "config", directory))
+    return EXIT_OK
+
+
+def run_server_list(action, directory, out):
+    """multis_admin -L -m G: the members of one group."""
+    config.parse_group_ip(action.group_ip, "-m")
+    cfg = read_config_file("server", directory)
+    group = config.server_find_group(cfg, action.group_ip)
+    if group is None:
+        raise CommandFailed(EXIT_USAGE, "group %s is not configured; see the configured groups with multis_admin -S"
+                            % action.group_ip)
+    if action.json:
+        _dump_json({"group_ip": group["group_ip"], "group_port": group["group_port"],
+                    "server_port": group["server_port"], "members": group["member_array"]}, out)
+        return EXIT_OK
+    out.write("group %s:%d, members receive on port %d\n"
+              % (group["group_ip"], group["group_port"], group["server_port"]))
+    out.write(format_table(("MEMBER",), [(m,) for m in group["member_array"]]))
+    return EXIT_OK
+
+
+def run_client_list(action, directory, out):
+    """multic_admin -L: every configured server entry."""
+    cfg = read_config_file("client", directory)
+    entries = cfg[config.CLIENT_TOP_KEY]
+    if action.json:
+        _dump_json({"entries": entries, "interface": cfg.get("interface")}, out)
+        return EXIT_OK
+    out.write(format_table(("SERVER_IP", "SERVER_PORT", "GROUP_IP", "GROUP_PORT"),
+                           [(e["server_ip"], e["server_port"], e["group_ip"], e["group_port"]) for e in entries]))
+    return EXIT_OK
+
+
+def _stats_or_fail(side, directory):
+    reply = _query(side, "stats", directory)
+    if reply is None:
+        raise CommandFailed(EXIT_NOT_RUNNING, "the %s is not running; statistics exist only while it runs"
+                            % DAEMON_NAMES[side])
+    return reply
+
+
+def run_stats(action, directory, out):
+    side = _side(action.program)
+    reply = _stats_or_fail(side, directory)
+    if side == "server":
+        groups = reply["groups"]
+        if action.group_ip is not None:
+            config.parse_group_ip(action.group_ip, "-m")
+            groups = [g for g in groups if g["group_ip"] == action.group_ip]
+            if not groups:
+                raise CommandFailed(EXIT_USAGE, "group %s is not running in the server daemon; see multis_admin -S"
+                                    % action.group_ip)
+        if action.json:
+            _dump_json({"side": "server", "started": reply["started"], "groups": groups}, out)
+            return EXIT_OK
+        write_server_stats(groups, out)
+        return EXIT_OK
+    entries = reply["entries"]
+    if action.server_ip is not None:
+        port = config.parse_port(action.group_port, "-g")
+        entries = [e for e in entries if e["server_ip"] == action.server_ip and e["group_port"] == port]
+        if not entries:
+            raise CommandFailed(EXIT_USAGE, "no entry for server %s, group port %d; see multic_admin -L"
+                                % (action.server_ip, port))
+    if action.json:
+        _dump_json({"side": "client", "started": reply["started"], "drops": reply["drops"],
+                    "listen_errors": reply["listen_errors"], "entries": entries}, out)
+        return EXIT_OK
+    write_client_stats(entries, reply["drops"], reply["listen_errors"], out)
+    return EXIT_OK
+
+
+def write_server_stats(groups, out):
+    rows = []
+    for g in groups:
+        drops = " ".join("%s=%d" % (k, v) for k, v in sorted(g["drops"].items()) if v) or "-"
+        rows.append((g["group_ip"], g["group_port"], g["interface"] or "-", g["state"], g["rx_packets"],
+                     g["rx_bytes"], drops))
+    out.write(format_table(("GROUP", "GROUP_PORT", "INTERFACE", "STATE", "RX_PACKETS", "RX_BYTES", "DROPS"), rows))
+    for g in groups:
+        if g["error"]:
+            out.write("error %s: %s\n" % (g["group_ip"], g["error"]))
+        out.write("\n%s members (server port %s):\n" % (g["group_ip"], g["server_port"]))
+        out.write(format_table(("MEMBER", "TX_PACKETS", "TX_BYTES", "SEND_ERRORS", "LAST_ERROR"),
+                               [(m["member_ip"], m["tx_packets"], m["tx_bytes"], m["send_errors"],
+                                 m["last_error"] or "-") for m in g["members"]]))
+
+
+def write_client_stats(entries, drops, listen_errors, out):
+    out.write(format_table(
+        ("SERVER_IP", "SERVER_PORT", "GROUP", "INTERFACES", "RX_PACKETS", "RX_BYTES", "DELIVERED", "LOST",
+         "DUPLICATES", "REORDERED"),
+        [(e["server_ip"], e["server_port"], "%s:%d" % (e["group_ip"], e["group_port"]),
+          ",".join(e["interfaces"]) or "-", e["rx_packets"], e["rx_bytes"], e["delivered_packets"], e["lost"],
+          e["duplicates"], e["reordered"]) for e in entries]))
+    out.write("drops: %s\n" % (" ".join("%s=%d" % (k, v) for k, v in sorted(drops.items()))))
+    for message in listen_errors:
+        out.write("error: %s\n" % message)
+
+
+def run_check_config(action, out):
+    side = _side(action.program)
+    try:
+        with open(action.file) as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise CommandFailed(EXIT_USAGE, "cannot read %s: %s" % (action.file, exc.strerror))
+    try:
+        cfg = _loader(side)(text, action.file)
+    except config.ConfigError as exc:
+        raise CommandFailed(EXIT_USAGE, str(exc))
+    if side == "server":
+        out.write("%s: valid, %d groups\n" % (action.file, len(cfg[config.SERVER_TOP_KEY])))
+    else:
+        out.write("%s: valid, %d entries\n" % (action.file, len(cfg[config.CLIENT_TOP_KEY])))
+    return EXIT_OK
+
+
+def run_reload_list(action, directory, out, stdin):
+    side = _side(action.program)
+    command = action.command
+    if command == "prompt":
+        out.write(cli.RELOAD_PROMPT)
+        out.flush()
+        command = stdin.readline().strip()
+        if command not in ("reload", "list"):
+            raise CommandFailed(EXIT_USAGE, "unknown command %r; type reload or list" % command)
+    if command == "reload":
+        reply = _request(side, "reload", directory)
+        if reply is None:
+            raise CommandFailed(EXIT_NOT_RUNNING, "the %s is not running; start it and the file applies at start"
+                                % DAEMON_NAMES[side])
+        if not reply.get("ok"):
+            raise CommandFailed(EXIT_USAGE, "reload refused: %s" % reply.get("error"))
+        out.write("reload done: %s\n" % json.dumps(reply.get("changes"), sort_keys=True))
+        return EXIT_OK
+    reply = _stats_or_fail(side, directory)
+    if side == "server":
+        write_server_stats(reply["groups"], out)
+    else:
+        write_client_stats(reply["entries"], reply["drops"], reply["listen_errors"], out)
+    return EXIT_OK
+
+
+def run_daemon(program, directory):
+    if program == cli.SERVER:
+        from .server import ServerDaemon
+        return daemon.run_daemon(ServerDaemon(directory))
+    from .client import ClientDaemon
+    return daemon.run_daemon(ClientDaemon(directory))
+
+
+def execute(action, directory=None, out=None, err=None, stdin=None):
+    """Run one Action; returns the exit code."""
+    directory = directory or daemon.conf_dir()
+    out = out or sys.stdout
+    err = err or sys.stderr
+    stdin = stdin or sys.stdin
+    try:
+        if action.command == "help":
+            out.write(cli.help_text(action.program))
+            return EXIT_OK
+        if action.program in (cli.SERVER_RELOAD, cli.CLIENT_RELOAD):
+            return run_reload_list(action, directory, out, stdin)
+        if action.command == "check_config":
+            return run_check_config(action, out)
+        if action.command == "doctor":
+            from . import doctor
+            return doctor.run(_side(action.program), directory, out, as_json=action.json)
+        if action.command == "run":
+            return run_daemon(action.program, directory)
+        if action.command in ("add", "quit", "delete", "clear"):
+            return run_edit(action, directory, out)
+        if action.command == "show":
+            return run_show(action, directory, out)
+        if action.command == "stats":
+            return run_stats(action, directory, out)
+        if action.program == cli.SERVER:
+            return run_server_list(action, directory, out)
+        return run_client_list(action, directory, out)
+    except CommandFailed as exc:
+        err.write("%s: %s\n" % (action.program, exc))
+        return exc.code
+    except config.ConfigError as exc:
+        err.write("%s: %s\n" % (action.program, exc))
+        return EXIT_USAGE
+
+
+def main(program, argv):
+    try:
+        action = cli.parse(program, argv)
+    except cli.UsageError as exc:
+        sys.stderr.write("%s: %s\nusage: %s\n" % (program, exc, exc.usage))
+        return EXIT_USAGE
+    return execute(action)

@@ -1,0 +1,297 @@
+"""The client daemon (``multic_admin -R``): frames in, local multicast out.
+
+A frame is accepted only when (source address, local port, group, group port)
+matches a configured entry.  The payload is re-sent to group_ip:group_port
+with TTL 0 (it never leaves the host, and the server's loop guard recognises
+it) and loopback on, on the interface where a local receiver joined the group.
+"""
+
+import selectors
+import socket
+import struct
+
+from . import config, frame, netinfo
+from .daemon import Daemon, set_buffer
+from .sequence import SequenceTracker
+
+# Room for a burst of ~10,000 datagrams while the relay is busy with another
+# group; only what is queued is charged, and net.ipv4.udp_mem caps the total.
+RECV_BUFFER = 32 << 20
+IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
+BATCH = 64
+CLIENT_DROP_REASONS = ("malformed", "bad_version", "unknown_server", "unknown_group", "deliver_error")
+
+
+class Entry:
+    __slots__ = ("server_ip", "server_port", "group_ip", "group_port", "destination", "targets", "interfaces",
+                 "rx_packets", "rx_bytes", "delivered_packets", "delivered_bytes", "tracker")
+
+    def __init__(self, server_ip, server_port, group_ip, group_port):
+        self.server_ip = server_ip
+        self.server_port = server_port
+        self.group_ip = group_ip
+        self.group_port = group_port
+        self.destination = (group_ip, group_port)
+        self.targets = ()
+        self.interfaces = ()
+        self.rx_packets = 0
+        self.rx_bytes = 0
+        self.delivered_packets = 0
+        self.delivered_bytes = 0
+        self.tracker = SequenceTracker()
+
+    @property
+    def key(self):
+        return (self.server_ip, self.server_port, frame.ip_to_int(self.group_ip), self.group_port)
+
+    def as_dict(self):
+        tracker = self.tracker
+        return {"server_ip": self.server_ip, "server_port": self.server_port, "group_ip": self.group_ip,
+                "group_port": self.group_port, "interfaces": list(self.interfaces),
+                "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
+                "delivered_packets": self.delivered_packets, "delivered_bytes": self.delivered_bytes,
+                "lost": tracker.lost, "duplicates": tracker.duplicates, "reordered": tracker.reordered,
+                "last_seq": tracker.highest}
+
+
+def open_delivery_socket(interface):
+    """A sender whose multicast stays on this host and goes out of ``interface``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 0)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        # struct ip_mreqn with only the index: the interface may have no address.
+        mreqn = socket.inet_aton("0.0.0.0") + socket.inet_aton("0.0.0.0") + struct.pack(
+            "=i", netinfo.interface_index(interface))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class ClientDaemon(Daemon):
+    side = "client"
+
+    def __init__(self, directory=None):
+        super(ClientDaemon, self).__init__(directory)
+        self.entries = {}       # key -> Entry
+        self.servers = set()    # configured server addresses
+        self.listeners = {}     # (local address, server port) -> socket
+        self._local_addresses = set()
+        self.delivery = {}      # interface -> socket
+        self.drops = dict.fromkeys(CLIENT_DROP_REASONS, 0)
+        self.listen_errors = {}
+        self.buffer = bytearray(frame.MAX_UDP_PAYLOAD + 1)
+        self.view = memoryview(self.buffer)
+        self._igmp_text = None
+
+    def load_config_text(self, text):
+        return config.load_client_config(text, self.config_path)
+
+    def apply_config(self, cfg):
+        changes = {"added": [], "removed": [], "ports_opened": [], "ports_closed": [], "errors": []}
+        wanted = {}
+        for item in cfg[config.CLIENT_TOP_KEY]:
+            entry = Entry(item["server_ip"], item["server_port"], item["group_ip"], item["group_port"])
+            wanted[entry.key] = entry
+        for key in list(self.entries):
+            if key not in wanted:
+                gone = self.entries.pop(key)
+                changes["removed"].append(self._describe(gone))
+        for key, entry in wanted.items():
+            if key not in self.entries:
+                self.entries[key] = entry
+                changes["added"].append(self._describe(entry))
+        self.servers = set(e.server_ip for e in self.entries.values())
+        self._local_addresses = netinfo.local_addresses()
+        self._sync_listeners(changes)
+        self._igmp_text = None
+        self.refresh_delivery(cfg)
+        return changes
+
+    @staticmethod
+    def _describe(entry):
+        return "%s:%d -> %s:%d" % (entry.server_ip, entry.server_port, entry.group_ip, entry.group_port)
+
+    def _sync_listeners(self, changes):
+        """One socket per server port on 0.0.0.0, plus one per local address.
+
+        The address-bound sockets are what make a server port equal to the
+        group port work (the seed's own example, 65535 for both): an
+        application bound to 0.0.0.0 on that port with SO_REUSEADDR shares it
+        with us, and the kernel gives a unicast datagram to the socket bound
+        to its exact destination address, whichever was bound first.  The
+        wildcard socket catches frames sent to addresses we did not bind
+        (secondary ones) and, with IP_MULTICAST_ALL off, never sees the
+        group's multicast.
+        """
+        ports = set(e.server_port for e in self.entries.values())
+        wanted = set((address, port) for port in ports
+                     for address in ["0.0.0.0"] + sorted(self._local_addresses))
+        ports_before = set(port for _address, port in self.listeners)
+        for key in list(self.listeners):
+            if key not in wanted:
+                sock = self.listeners.pop(key)
+                self.selector.unregister(sock)
+                sock.close()
+        self.listen_errors = {}
+        for address, port in sorted(wanted - set(self.listeners)):
+            try:
+                sock = self._open_listener(address, port)
+            except OSError as exc:
+                message = "cannot listen on UDP %s:%d: %s" % (address, port, exc.strerror or exc)
+                self.listen_errors[(address, port)] = message
+                self.log.error("%s", message)
+                changes["errors"].append(message)
+                continue
+            self.listeners[(address, port)] = sock
+            self.selector.register(sock, selectors.EVENT_READ, self._make_reader(port))
+        ports_after = set(port for _address, port in self.listeners)
+        changes["ports_opened"].extend(sorted(ports_after - ports_before))
+        changes["ports_closed"].extend(sorted(ports_before - ports_after))
+
+    def _open_listener(self, address, port):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+            set_buffer(sock, socket.SO_RCVBUF, RECV_BUFFER)
+            sock.bind((address, port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def tick(self):
+        self.refresh_delivery(self.cfg)
+        addresses = netinfo.local_addresses()
+        if addresses != self._local_addresses:
+            self._local_addresses = addresses
+            changes = {"ports_opened": [], "ports_closed": [], "errors": []}
+            self._sync_listeners(changes)
+            self.log.info("local addresses now %s; listening on %d sockets", ", ".join(sorted(addresses)),
+                          len(self.listeners))
+
+    def refresh_delivery(self, cfg):
+        """Point every entry at the interfaces where local receivers joined its group."""
+        try:
+            igmp_text = netinfo.read_text(netinfo.IGMP_FILE)
+        except OSError:
+            igmp_text = ""
+        if igmp_text == self._igmp_text:
+            return
+        self._igmp_text = igmp_text
+        joined = netinfo.parse_igmp(igmp_text)
+        configured = cfg.get("interface") if cfg else None
+        needed = {}
+        for entry in self.entries.values():
+            if configured:
+                interfaces = [configured]
+            elif joined.get(entry.group_ip):
+                interfaces = joined[entry.group_ip]
+            else:
+                try:
+                    interfaces = [netinfo.interface_for_group(entry.group_ip)]
+                except (netinfo.InterfaceError, OSError):
+                    interfaces = ["lo"]
+            targets = []
+            for interface in interfaces:
+                sock = self.delivery.get(interface) or needed.get(interface)
+                if sock is None:
+                    try:
+                        sock = open_delivery_socket(interface)
+                    except (OSError, netinfo.InterfaceError) as exc:
+                        self.drop_log.drop("interface", "cannot deliver on %s: %s" % (interface, exc))
+                        continue
+                needed[interface] = sock
+                targets.append(sock)
+            if tuple(interfaces) != entry.interfaces:
+                self.log.info("group %s:%d from %s delivered on %s", entry.group_ip, entry.group_port,
+                              entry.server_ip, ", ".join(interfaces))
+            entry.interfaces = tuple(interfaces)
+            entry.targets = tuple(targets)
+        for interface, sock in list(self.delivery.items()):
+            if interface not in needed:
+                sock.close()
+        self.delivery = needed
+
+    def close_data_sockets(self):
+        for sock in self.listeners.values():
+            self.selector.unregister(sock)
+            sock.close()
+        self.listeners = {}
+        for sock in self.delivery.values():
+            sock.close()
+        self.delivery = {}
+
+    def status_line(self):
+        return "%d entries, %d ports" % (len(self.entries), len(set(p for _a, p in self.listeners)))
+
+    def _make_reader(self, port):
+        def on_readable(sock):
+            self._deliver(port, sock)
+        return on_readable
+
+    def _deliver(self, port, sock):
+        """Receive up to BATCH frames on ``port`` and re-deliver the accepted ones."""
+        buffer = self.buffer
+        view = self.view
+        entries = self.entries
+        drops = self.drops
+        for _attempt in range(BATCH):
+            try:
+                nbytes, source = sock.recvfrom_into(buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.drop_log.drop("receive_error", "port %d: %s" % (port, exc))
+                return
+            try:
+                (_flags, _proto, _tos, _key_id, group_addr, group_port, _src_addr, _src_port, seq,
+                 start, end) = frame.parse_from(buffer, nbytes)
+            except frame.FrameError as exc:
+                drops[exc.reason] += 1
+                self.drop_log.drop(exc.reason, "from %s:%d on port %d: %s" % (source[0], source[1], port, exc))
+                continue
+            entry = entries.get((source[0], port, group_addr, group_port))
+            if entry is None:
+                reason = "unknown_group" if source[0] in self.servers else "unknown_server"
+                drops[reason] += 1
+                self.drop_log.drop(reason, "frame from %s:%d on port %d for %s:%d matches no entry" % (
+                    source[0], source[1], port, frame.int_to_ip(group_addr), group_port))
+                continue
+            entry.rx_packets += 1
+            length = end - start
+            entry.rx_bytes += length
+            entry.tracker.observe(seq)
+            if not entry.targets:
+                drops["deliver_error"] += 1
+                self.drop_log.drop("deliver_error", "group %s:%d: no usable delivery interface (%s)" % (
+                    entry.group_ip, entry.group_port, ", ".join(entry.interfaces)))
+                continue
+            payload = view[start:end]
+            for target in entry.targets:
+                try:
+                    target.sendto(payload, entry.destination)
+                except OSError as exc:
+                    drops["deliver_error"] += 1
+                    self.drop_log.drop("deliver_error", "group %s:%d: %s" % (
+                        entry.group_ip, entry.group_port, exc.strerror or exc))
+                else:
+                    entry.delivered_packets += 1
+                    entry.delivered_bytes += length
+            payload.release()
+
+    def stats(self):
+        return {"side": "client", "started": int(self.started), "drops": dict(self.drops),
+                "listen_errors": sorted(self.listen_errors.values()),
+                "entries": [e.as_dict() for e in self.entries.values()]}
+
+    def show(self):
+        return {"side": "client", "config": self.cfg, "ports": sorted(set(p for _a, p in self.listeners)),
+                "entries": [{"server_ip": e.server_ip, "server_port": e.server_port, "group_ip": e.group_ip,
+                             "group_port": e.group_port, "interfaces": list(e.interfaces)}
+                            for e in self.entries.values()]}

@@ -1,0 +1,88 @@
+"""``multis_admin --doctor`` / ``multic_admin --doctor``: the doctor on one host.
+
+The rules live in ``diag.py`` (a symlink to the collection's
+``plugins/module_utils/multicast_diag.py``), so an operator logged into a VM
+gets exactly the findings the ``multicast_diagnose`` module reports.  This
+file only gathers the inputs: the side's config, the daemon's counters over
+the control socket, the firewall ruleset and the port probes.
+"""
+
+import json
+import shutil
+import subprocess
+
+from . import config, daemon, diag
+
+_LOADERS = {"server": config.load_server_config, "client": config.load_client_config}
+_FIREWALL_COMMANDS = (("nft", ["nft", "-j", "list", "ruleset"], "nft-json"),
+                      ("iptables-save", ["iptables-save"], "iptables-save"))
+
+
+def _read_config(side, conf_dir):
+    path = daemon.side_path(side, "config", conf_dir)
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    return _LOADERS[side](text, path)
+
+
+def _daemon_stats(side, conf_dir):
+    """(stats reply or None, error text or None)."""
+    try:
+        reply = daemon.request(side, {"cmd": "stats"}, conf_dir)
+    except (OSError, ValueError) as exc:
+        return None, "no answer on %s (%s)" % (daemon.side_path(side, "socket", conf_dir), exc)
+    if not reply.get("ok"):
+        return None, reply.get("error", "the daemon refused the stats request")
+    return reply, None
+
+
+def _firewall():
+    """The first ruleset dump that works; None without nft or iptables-save."""
+    for program, argv, fmt in _FIREWALL_COMMANDS:
+        if shutil.which(program) is None:
+            continue
+        result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+                                universal_newlines=True, timeout=30)
+        if result.returncode == 0:
+            return {"format": fmt, "text": result.stdout}
+    return None
+
+
+def gather(side, conf_dir):
+    """Everything diag.diagnose() takes, for one side ("server", "client" or "all")."""
+    sides = ("server", "client") if side == "all" else (side,)
+    inputs = {"facts": diag.collect_facts(), "services": {}, "config_errors": {}}
+    for name in sides:
+        try:
+            inputs[name + "_config"] = _read_config(name, conf_dir)
+        except config.ConfigError as exc:
+            inputs[name + "_config"] = None
+            inputs["config_errors"][name] = str(exc)
+        stats, error = _daemon_stats(name, conf_dir)
+        inputs[name + "_stats"] = stats
+        inputs["services"][name] = {"installed": True, "running": stats is not None, "error": error}
+    inputs["firewall"] = _firewall()
+    inputs["port_probes"] = diag.probe_relay_ports(inputs.get("server_config"), inputs.get("client_config"))
+    return inputs
+
+
+def run(side, conf_dir, out, as_json=False):
+    """Print the doctor's report; 0 when nothing is an error, 1 otherwise.
+
+    A config file that does not validate is itself a finding (config-invalid)
+    whose text names the JSON path and what to change.
+    """
+    try:
+        inputs = gather(side, conf_dir)
+    except (diag.FactsError, OSError, subprocess.SubprocessError) as exc:
+        out.write("multicast doctor (%s): cannot gather the facts: %s\n" % (side, exc))
+        return 1
+    findings = diag.diagnose(**inputs)
+    if as_json:
+        out.write(json.dumps({"findings": findings, "facts": inputs["facts"]}, indent=2, sort_keys=True) + "\n")
+    else:
+        out.write(diag.format_report(findings, "multicast doctor (%s)" % side) + "\n")
+    return 1 if any(f["severity"] == "error" for f in findings) else 0

@@ -1,0 +1,130 @@
+"""Interface facts from the kernel, without external commands.
+
+``/proc/net/route`` picks the interface the kernel would route a group to,
+``/proc/net/igmp`` tells on which interfaces local sockets joined a group, and
+the SIOCGIFADDR ioctl gives an interface's IPv4 address.  The parsers are pure
+functions of the file text so they can be tested with canned input.
+"""
+
+import fcntl
+import socket
+import struct
+
+ROUTE_FILE = "/proc/net/route"
+IGMP_FILE = "/proc/net/igmp"
+
+_RTF_UP = 0x0001
+_RTF_REJECT = 0x0200
+_SIOCGIFADDR = 0x8915
+
+
+class InterfaceError(Exception):
+    """No usable interface for a group; the message says what to configure."""
+
+
+def _proc_hex_to_int(text):
+    """/proc prints a network-order address as a host-order hex number."""
+    return struct.unpack("!I", struct.pack("=I", int(text, 16)))[0]
+
+
+def _ip_to_int(address):
+    return struct.unpack("!I", socket.inet_aton(address))[0]
+
+
+def parse_routes(text):
+    """Return [(iface, destination, mask, metric)] of usable routes (integers)."""
+    routes = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        flags = int(fields[3], 16)
+        if not flags & _RTF_UP or flags & _RTF_REJECT:
+            continue
+        routes.append((fields[0], _proc_hex_to_int(fields[1]), _proc_hex_to_int(fields[7]), int(fields[6])))
+    return routes
+
+
+def route_interface(routes, address):
+    """Interface of the longest-prefix match for ``address`` (lowest metric on a tie)."""
+    target = _ip_to_int(address)
+    best = None
+    for iface, destination, mask, metric in routes:
+        if target & mask != destination:
+            continue
+        # A longer prefix has a numerically larger netmask.
+        rank = (mask, -metric)
+        if best is None or rank > best[0]:
+            best = (rank, iface)
+    return best[1] if best else None
+
+
+def parse_igmp(text):
+    """Return {group address: [interface, ...]} of joined groups per interface."""
+    joined = {}
+    device = None
+    for line in text.splitlines()[1:]:
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            # "2\teth0      :     1      V3"
+            device = line.split()[1].rstrip(":") if len(line.split()) > 1 else None
+            continue
+        fields = line.split()
+        if device is None or not fields:
+            continue
+        try:
+            group = socket.inet_ntoa(struct.pack("!I", _proc_hex_to_int(fields[0])))
+        except ValueError:
+            continue
+        joined.setdefault(group, [])
+        if device not in joined[group]:
+            joined[group].append(device)
+    return joined
+
+
+def read_text(path):
+    with open(path) as handle:
+        return handle.read()
+
+
+def interface_for_group(group_ip, configured=None, route_text=None):
+    """The interface to join ``group_ip`` on: the configured one, else the route to it."""
+    if configured:
+        return configured
+    routes = parse_routes(route_text if route_text is not None else read_text(ROUTE_FILE))
+    iface = route_interface(routes, group_ip)
+    if iface is None:
+        raise InterfaceError("no route to group %s; add a route (ip route add 224.0.0.0/4 dev IFACE) "
+                             "or set \"interface\" in the config" % group_ip)
+    return iface
+
+
+def interface_index(name):
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        raise InterfaceError("interface %s does not exist; fix \"interface\" in the config or the route" % name)
+
+
+def interface_address(name):
+    """IPv4 address of ``name``, or None when it has none."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        request = struct.pack("256s", name.encode("utf-8")[:15])
+        reply = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, request)
+        return socket.inet_ntoa(reply[20:24])
+    except OSError:
+        return None
+    finally:
+        probe.close()
+
+
+def local_addresses():
+    """The primary IPv4 address of every interface that has one."""
+    addresses = set()
+    for _index, name in socket.if_nameindex():
+        address = interface_address(name)
+        if address and address != "0.0.0.0":
+            addresses.add(address)
+    return addresses

@@ -1,0 +1,315 @@
+"""The server daemon (``multis_admin -R``): group datagrams in, one unicast
+frame per member out.
+
+Everything that can be computed once per config (member address tuples,
+packed group address, interface) is computed in ``apply_config``; the receive
+path only packs the header into the preallocated buffer in front of the
+payload and sends the same buffer to every member.
+"""
+
+import selectors
+import socket
+import struct
+import time
+
+from . import config, frame, netinfo
+from .daemon import Daemon, set_buffer
+
+# Socket options the socket module of older Pythons may lack (Linux values).
+IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
+IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
+IP_RECVTOS = getattr(socket, "IP_RECVTOS", 13)
+IP_TTL = socket.IP_TTL
+IP_TOS = socket.IP_TOS
+
+# Room for a burst of ~10,000 datagrams while the relay is busy with another
+# group; only what is queued is charged, and net.ipv4.udp_mem caps the total.
+RECV_BUFFER = 32 << 20
+SEND_BUFFER = 4 << 20
+# Datagrams handled per readiness event before the loop looks at other sockets.
+BATCH = 64
+ANC_SIZE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(4)
+
+# Seconds between attempts to join groups that failed (no route, no interface yet).
+RETRY_INTERVAL = 30.0
+
+GROUP_DROP_REASONS = ("loop", "oversize", "receive_error")
+
+
+class Member:
+    __slots__ = ("ip", "address", "tx_packets", "tx_bytes", "send_errors", "last_error")
+
+    def __init__(self, ip, port):
+        self.ip = ip
+        self.address = (ip, port)
+        self.tx_packets = 0
+        self.tx_bytes = 0
+        self.send_errors = 0
+        self.last_error = ""
+
+    def as_dict(self):
+        return {"member_ip": self.ip, "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes,
+                "send_errors": self.send_errors, "last_error": self.last_error}
+
+
+class Group:
+    """A joined group socket and its counters."""
+
+    def __init__(self, group_ip, group_port, interface, seq_base):
+        self.group_ip = group_ip
+        self.group_port = group_port
+        self.group_addr = frame.ip_to_int(group_ip)
+        self.interface = interface
+        self.server_port = None
+        self.members = []
+        self.sock = None
+        self.error = ""
+        self.seq = seq_base
+        self.rx_packets = 0
+        self.rx_bytes = 0
+        self.drops = dict.fromkeys(GROUP_DROP_REASONS, 0)
+
+    @property
+    def key(self):
+        return (self.group_ip, self.group_port, self.interface)
+
+    def open(self):
+        """Bind group_ip:group_port and join on the explicit interface."""
+        ifindex = netinfo.interface_index(self.interface)
+        address = netinfo.interface_address(self.interface) or "0.0.0.0"
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            # Local receivers of the same group share the port with us.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Only this group's datagrams, not every group joined on the host.
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
+            set_buffer(sock, socket.SO_RCVBUF, RECV_BUFFER)
+            sock.bind((self.group_ip, self.group_port))
+            # struct ip_mreqn: group, interface address, interface index.  Never
+            # INADDR_ANY without an index: the kernel would pick the default
+            # route's interface, the failure the field notes describe.
+            mreqn = socket.inet_aton(self.group_ip) + socket.inet_aton(address) + struct.pack("=i", ifindex)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def set_members(self, member_ips, server_port):
+        """Keep the counters of members that stay; ports may change."""
+        old = dict((m.ip, m) for m in self.members)
+        members = []
+        for ip in member_ips:
+            member = old.get(ip)
+            if member is None or member.address[1] != server_port:
+                kept = member
+                member = Member(ip, server_port)
+                if kept is not None:
+                    member.tx_packets, member.tx_bytes = kept.tx_packets, kept.tx_bytes
+                    member.send_errors, member.last_error = kept.send_errors, kept.last_error
+            members.append(member)
+        self.members = members
+        self.server_port = server_port
+
+    def as_dict(self):
+        return {"group_ip": self.group_ip, "group_port": self.group_port, "server_port": self.server_port,
+                "interface": self.interface, "state": "error" if self.error else "joined",
+                "error": self.error, "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
+                "drops": dict(self.drops), "members": [m.as_dict() for m in self.members]}
+
+
+class ServerDaemon(Daemon):
+    side = "server"
+
+    def __init__(self, directory=None):
+        super(ServerDaemon, self).__init__(directory)
+        self.groups = {}  # group_ip -> Group
+        self.seq_base = frame.sequence_base(self.started)
+        self.buffer = bytearray(frame.HEADER_LEN + frame.MAX_PAYLOAD)
+        self.view = memoryview(self.buffer)
+        self.payload_view = self.view[frame.HEADER_LEN:]
+        self.sender = None
+        self._src_cache = {}
+        self._next_retry = 0.0
+
+    def load_config_text(self, text):
+        return config.load_server_config(text, self.config_path)
+
+    def _open_sender(self):
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        set_buffer(sender, socket.SO_SNDBUF, SEND_BUFFER)
+        sender.setblocking(False)
+        self.sender = sender
+
+    def apply_config(self, cfg):
+        if self.sender is None:
+            self._open_sender()
+        changes = {"added": [], "removed": [], "rejoined": [], "updated": [], "errors": []}
+        wanted = {}
+        for entry in cfg[config.SERVER_TOP_KEY]:
+            wanted[entry["group_ip"]] = entry
+        for group_ip in list(self.groups):
+            if group_ip not in wanted:
+                self._remove_group(group_ip)
+                changes["removed"].append(group_ip)
+        try:
+            route_text = netinfo.read_text(netinfo.ROUTE_FILE)
+        except OSError:
+            route_text = ""
+        for group_ip, entry in wanted.items():
+            configured = entry.get("interface") or cfg.get("interface")
+            try:
+                interface = netinfo.interface_for_group(group_ip, configured, route_text)
+            except netinfo.InterfaceError as exc:
+                interface = configured or ""
+                error = str(exc)
+            else:
+                error = ""
+            current = self.groups.get(group_ip)
+            if current is not None and current.key == (group_ip, entry["group_port"], interface) and not current.error:
+                before = ([m.ip for m in current.members], current.server_port)
+                current.set_members(entry["member_array"], entry["server_port"])
+                if before != (entry["member_array"], entry["server_port"]):
+                    changes["updated"].append(group_ip)
+                continue
+            group = Group(group_ip, entry["group_port"], interface, self.seq_base)
+            if current is not None:
+                # Counters and sequence survive a rejoin, so -P stays meaningful.
+                group.rx_packets, group.rx_bytes, group.seq = current.rx_packets, current.rx_bytes, current.seq
+                group.drops = current.drops
+                group.members = current.members
+                self._remove_group(group_ip)
+                changes["rejoined"].append(group_ip)
+            else:
+                changes["added"].append(group_ip)
+            group.set_members(entry["member_array"], entry["server_port"])
+            self.groups[group_ip] = group
+            if error:
+                group.error = error
+            else:
+                try:
+                    group.open()
+                except (OSError, netinfo.InterfaceError) as exc:
+                    group.error = "cannot join %s:%d on %s: %s" % (
+                        group_ip, group.group_port, interface, getattr(exc, "strerror", None) or exc)
+            if group.error:
+                if current is None or group.error != current.error:
+                    self.log.error("group %s: %s", group_ip, group.error)
+                changes["errors"].append({"group_ip": group_ip, "error": group.error})
+            else:
+                self.selector.register(group.sock, selectors.EVENT_READ, self._make_reader(group))
+                self.log.info("group %s:%d joined on %s, %d members, server port %d", group_ip, group.group_port,
+                              interface, len(group.members), group.server_port)
+        return changes
+
+    def tick(self):
+        """Retry failed groups now and then: an interface or route may appear after boot."""
+        now = time.monotonic()
+        if now < self._next_retry:
+            return
+        self._next_retry = now + RETRY_INTERVAL
+        if self.cfg is not None and any(g.error for g in self.groups.values()):
+            changes = self.apply_config(self.cfg)
+            recovered = [g for g in changes["rejoined"] if not self.groups[g].error]
+            if recovered:
+                self.log.info("groups joined after an earlier failure: %s", ", ".join(recovered))
+
+    def _remove_group(self, group_ip):
+        group = self.groups.pop(group_ip)
+        if group.sock is not None:
+            self.selector.unregister(group.sock)
+        group.close()
+
+    def close_data_sockets(self):
+        for group_ip in list(self.groups):
+            self._remove_group(group_ip)
+        if self.sender is not None:
+            self.sender.close()
+            self.sender = None
+
+    def status_line(self):
+        joined = sum(1 for g in self.groups.values() if not g.error)
+        return "%d groups joined, %d with errors" % (joined, len(self.groups) - joined)
+
+    def _make_reader(self, group):
+        def on_readable(sock):
+            self._relay(group, sock)
+        return on_readable
+
+    def _relay(self, group, sock):
+        """Receive up to BATCH datagrams and fan each out to every member."""
+        buffer = self.buffer
+        view = self.view
+        payload_view = self.payload_view
+        sender = self.sender
+        members = group.members
+        src_cache = self._src_cache
+        max_payload = frame.MAX_PAYLOAD
+        for _attempt in range(BATCH):
+            try:
+                nbytes, ancdata, msg_flags, source = sock.recvmsg_into([payload_view], ANC_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                group.drops["receive_error"] += 1
+                self.drop_log.drop("receive_error", "group %s: %s" % (group.group_ip, exc))
+                return
+            ttl = -1
+            tos = 0
+            for level, kind, data in ancdata:
+                if level == socket.IPPROTO_IP:
+                    if kind == IP_TTL:
+                        ttl = struct.unpack("=i", data[:4])[0]
+                    elif kind == IP_TOS:
+                        tos = data[0]
+            if ttl == 0:
+                # Only a host-local sender can produce TTL 0: a relay client
+                # re-delivering on this host.  Forwarding it would loop.
+                group.drops["loop"] += 1
+                continue
+            if msg_flags & socket.MSG_TRUNC or nbytes > max_payload:
+                group.drops["oversize"] += 1
+                self.drop_log.drop("oversize", "group %s: datagram from %s:%d larger than %d bytes"
+                                   % (group.group_ip, source[0], source[1], max_payload))
+                continue
+            group.rx_packets += 1
+            group.rx_bytes += nbytes
+            group.seq += 1
+            src_addr = src_cache.get(source[0])
+            if src_addr is None:
+                if len(src_cache) > 4096:
+                    src_cache.clear()
+                src_addr = src_cache[source[0]] = frame.ip_to_int(source[0])
+            frame.pack_header_into(buffer, group.group_addr, group.group_port, src_addr, source[1],
+                                   group.seq, tos)
+            out = view[:frame.HEADER_LEN + nbytes]
+            for member in members:
+                try:
+                    sender.sendto(out, member.address)
+                except OSError as exc:
+                    member.send_errors += 1
+                    member.last_error = ("send buffer full (EAGAIN)" if isinstance(exc, BlockingIOError)
+                                         else exc.strerror or str(exc))
+                    self.drop_log.drop("send_error", "member %s: %s" % (member.ip, member.last_error))
+                else:
+                    member.tx_packets += 1
+                    member.tx_bytes += nbytes
+            out.release()
+
+    def stats(self):
+        return {"side": "server", "started": int(self.started),
+                "groups": [self.groups[g].as_dict() for g in sorted(self.groups, key=frame.ip_to_int)]}
+
+    def show(self):
+        return {"side": "server", "config": self.cfg,
+                "groups": [{"group_ip": g.group_ip, "interface": g.interface,
+                            "state": "error" if g.error else "joined", "error": g.error}
+                           for g in self.groups.values()]}

@@ -1,0 +1,311 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to the multicast.proxy collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Inventory-driven membership: turn ``multicast_proxy_groups`` into relay configs.
+
+Groups are declared once for the whole fleet (docs/architecture.md,
+"Inventory model"); these filters compute what each host's server and client
+config must contain, and check the whole fleet before any host is touched.
+Every config produced here is validated by ``relay_config``, the same model the
+relay loads its files with.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible.errors import AnsibleFilterError
+from ansible.module_utils.common.text.converters import to_native
+from ansible.module_utils.six import string_types
+from ansible_collections.multicast.proxy.plugins.module_utils.relay_config import (
+    CLIENT_TOP_KEY,
+    SERVER_TOP_KEY,
+    ConfigError,
+    dump_config,
+    parse_group_ip,
+    parse_interface,
+    parse_port,
+    parse_unicast_ip,
+    validate_client_config,
+    validate_server_config,
+)
+
+DEFAULT_VARIABLE = "multicast_proxy_groups"
+_DEFINITION_KEYS = ("name", "group_ip", "group_port", "server_port", "senders", "receivers")
+
+
+class FleetError(Exception):
+    """One problem in the inventory; the message names the host and/or variable."""
+
+
+def _address_sort_key(address):
+    return tuple(int(octet) for octet in address.split("."))
+
+
+def _expand_hosts(value, where, inventory_groups):
+    """Hosts named by an inventory group name, a host name, or a list of either."""
+    names = [value] if isinstance(value, string_types) else value
+    if not isinstance(names, (list, tuple)) or not names:
+        raise FleetError("%s: give an inventory group name or a non-empty list of hosts" % where)
+    all_hosts = inventory_groups.get("all", [])
+    hosts = []
+    for name in names:
+        if not isinstance(name, string_types):
+            raise FleetError("%s: %r is not a host or group name" % (where, name))
+        if name in inventory_groups:
+            members = inventory_groups[name]
+        elif name in all_hosts:
+            members = [name]
+        else:
+            raise FleetError("%s: %r is neither an inventory group nor a host; check the spelling "
+                             "or add it to the inventory" % (where, name))
+        hosts.extend(host for host in members if host not in hosts)
+    return hosts
+
+
+def _definitions(groups_def, inventory_groups, variable):
+    """Validate the group definitions; returns (definitions, problems).
+
+    Every problem of every definition is reported, so one run shows them all.
+    """
+    if not isinstance(groups_def, (list, tuple)):
+        return [], ["%s must be a list of group definitions (name, group_ip, group_port, server_port, "
+                    "senders, receivers)" % variable]
+    definitions, problems = [], []
+    for index, item in enumerate(groups_def):
+        where = "%s[%d]" % (variable, index)
+        if not isinstance(item, dict):
+            problems.append("%s: expected a mapping with %s" % (where, ", ".join(_DEFINITION_KEYS)))
+            continue
+        if item.get("name"):
+            where = "%s (%s)" % (where, item["name"])
+        found = len(problems)
+        unknown = sorted(set(item) - set(_DEFINITION_KEYS))
+        if unknown:
+            problems.append("%s: unknown key(s) %s; allowed keys are %s"
+                            % (where, ", ".join(unknown), ", ".join(_DEFINITION_KEYS)))
+        fields = (
+            ("group_ip", parse_group_ip),
+            ("server_port", parse_port),
+            # Without it group_port is server_port, as with multis_admin -p without -g.
+            ("group_port", parse_port),
+            ("senders", lambda value, path: _expand_hosts(value, path, inventory_groups)),
+            ("receivers", lambda value, path: _expand_hosts(value, path, inventory_groups)),
+        )
+        definition = {"where": where}
+        for key, parse in fields:
+            if item.get(key) is None:
+                if key != "group_port":
+                    problems.append("%s: %s is missing" % (where, key))
+                continue
+            try:
+                definition[key] = parse(item[key], "%s.%s" % (where, key))
+            except (ConfigError, FleetError) as exc:
+                problems.append(to_native(exc))
+        if len(problems) == found:
+            definition.setdefault("group_port", definition["server_port"])
+            definitions.append(definition)
+    return definitions, problems
+
+
+def _facts(host_vars):
+    facts = host_vars.get("ansible_facts")
+    return facts if isinstance(facts, dict) else {}
+
+
+def host_address(host, hostvars):
+    """The relay address of a host (see the module docstring of the roles' README)."""
+    host_vars = hostvars[host]
+    address = host_vars.get("multicast_proxy_address")
+    if address:
+        variable = "multicast_proxy_address"
+    else:
+        interface = host_vars.get("multicast_proxy_interface")
+        facts = _facts(host_vars)
+        if interface:
+            variable = "multicast_proxy_interface"
+            # Facts name interfaces with '-' and '.' replaced by '_'.
+            fact_name = interface.replace("-", "_").replace(".", "_")
+            interface_facts = facts.get(fact_name) or host_vars.get("ansible_" + fact_name) or {}
+            address = (interface_facts.get("ipv4") or {}).get("address")
+            if not address:
+                raise FleetError("host %s: multicast_proxy_interface is %r but its IPv4 address is not in the "
+                                 "facts; gather facts for the host (it must be in the play), check the interface "
+                                 "name, or set multicast_proxy_address" % (host, interface))
+        else:
+            variable = "ansible_default_ipv4"
+            default = facts.get("default_ipv4") or host_vars.get("ansible_default_ipv4") or {}
+            address = default.get("address")
+            if not address:
+                raise FleetError("host %s: no relay address: set multicast_proxy_address or "
+                                 "multicast_proxy_interface, or gather facts for the host (it must be in the "
+                                 "play) so ansible_default_ipv4 is known" % host)
+    try:
+        return parse_unicast_ip(address, "host %s: %s" % (host, variable))
+    except ConfigError as exc:
+        raise FleetError(to_native(exc))
+
+
+def _server_config(definitions, host, hostvars, interface):
+    groups = []
+    for definition in definitions:
+        if host not in definition["senders"]:
+            continue
+        members = sorted(set(host_address(member, hostvars) for member in definition["receivers"] if member != host),
+                         key=_address_sort_key)
+        groups.append({
+            "group_ip": definition["group_ip"],
+            "server_port": definition["server_port"],
+            "group_port": definition["group_port"],
+            "member_array": members,
+            "where": definition["where"],
+        })
+    config = {SERVER_TOP_KEY: [dict((k, v) for k, v in group.items() if k != "where") for group in groups]}
+    if interface:
+        config["interface"] = interface
+    try:
+        return validate_server_config(config)
+    except ConfigError as exc:
+        raise FleetError("host %s: server config: %s%s" % (host, to_native(exc), _blame(exc, groups)))
+
+
+def _client_config(definitions, host, hostvars, interface):
+    entries, origins = [], []
+    for definition in definitions:
+        if host not in definition["receivers"]:
+            continue
+        servers = sorted(set(host_address(sender, hostvars) for sender in definition["senders"] if sender != host),
+                         key=_address_sort_key)
+        for server_ip in servers:
+            entry = {
+                "server_ip": server_ip,
+                "server_port": definition["server_port"],
+                "group_ip": definition["group_ip"],
+                "group_port": definition["group_port"],
+            }
+            for index, existing in enumerate(entries):
+                if (existing["server_ip"], existing["group_ip"], existing["group_port"]) == \
+                        (server_ip, entry["group_ip"], entry["group_port"]):
+                    raise FleetError(
+                        "host %s receives group %s:%d from server %s in both %s (server_port %d) and %s "
+                        "(server_port %d); a member can take one copy of a group per server: merge the two "
+                        "definitions or give them different group ports"
+                        % (host, entry["group_ip"], entry["group_port"], server_ip, origins[index],
+                           existing["server_port"], definition["where"], entry["server_port"]))
+            entries.append(entry)
+            origins.append(definition["where"])
+    config = {CLIENT_TOP_KEY: entries}
+    if interface:
+        config["interface"] = interface
+    try:
+        return validate_client_config(config)
+    except ConfigError as exc:
+        raise FleetError("host %s: client config: %s" % (host, to_native(exc)))
+
+
+def _blame(exc, groups):
+    """Name the definition behind a server config error such as multi_group_array[2]...."""
+    path = getattr(exc, "path", "") or ""
+    prefix = SERVER_TOP_KEY + "["
+    if path.startswith(prefix):
+        index_text = path[len(prefix):].split("]", 1)[0]
+        if index_text.isdigit() and int(index_text) < len(groups):
+            return " (from %s)" % groups[int(index_text)]["where"]
+    return ""
+
+
+def _interface(interface, host, variable):
+    if not interface:
+        return None
+    try:
+        return parse_interface(interface, "host %s: %s" % (host, variable))
+    except ConfigError as exc:
+        raise FleetError(to_native(exc))
+
+
+def _checked(groups_def, groups, variable):
+    definitions, problems = _definitions(groups_def, groups, variable)
+    if problems:
+        raise AnsibleFilterError("; ".join(problems))
+    return definitions
+
+
+def server_config(groups_def, host, hostvars, groups, interface=None, variable=DEFAULT_VARIABLE):
+    """The server config (dict) of ``host``: one group per definition it sends."""
+    definitions = _checked(groups_def, groups, variable)
+    try:
+        return _server_config(definitions, host, hostvars, _interface(interface, host, "interface"))
+    except FleetError as exc:
+        raise AnsibleFilterError("%s: %s" % (variable, to_native(exc)))
+
+
+def client_config(groups_def, host, hostvars, groups, interface=None, variable=DEFAULT_VARIABLE):
+    """The client config (dict) of ``host``: one entry per sender of each definition it receives."""
+    definitions = _checked(groups_def, groups, variable)
+    try:
+        return _client_config(definitions, host, hostvars, _interface(interface, host, "interface"))
+    except FleetError as exc:
+        raise AnsibleFilterError("%s: %s" % (variable, to_native(exc)))
+
+
+def _note(problems, exc):
+    # A host's bad address shows up in every config it appears in: report it once.
+    message = to_native(exc)
+    if message not in problems:
+        problems.append(message)
+
+
+def fleet_problems(groups_def, hostvars, groups, variable=DEFAULT_VARIABLE):
+    """Every problem of the fleet's membership, as a list of messages (empty when all is well)."""
+    definitions, problems = _definitions(groups_def, groups, variable)
+    hosts = []
+    for definition in definitions:
+        hosts.extend(h for h in definition["senders"] + definition["receivers"] if h not in hosts)
+    for host in hosts:
+        try:
+            host_address(host, hostvars)
+        except FleetError as exc:
+            _note(problems, exc)
+            continue
+        for build in (_server_config, _client_config):
+            try:
+                build(definitions, host, hostvars, None)
+            except FleetError as exc:
+                _note(problems, exc)
+    return problems
+
+
+def relay_roles(groups_def, host, groups, variable=DEFAULT_VARIABLE):
+    """Which relay daemons ``host`` runs: a sorted sub-list of ["client", "server"]."""
+    roles = set()
+    for definition in _checked(groups_def, groups, variable):
+        if host in definition["senders"]:
+            roles.add("server")
+        if host in definition["receivers"]:
+            roles.add("client")
+    return sorted(roles)
+
+
+def relay_group_count(groups_def, host, groups, variable=DEFAULT_VARIABLE):
+    """How many distinct multicast groups ``host`` sends or receives."""
+    return len(set(d["group_ip"] for d in _checked(groups_def, groups, variable)
+                   if host in d["senders"] or host in d["receivers"]))
+
+
+def relay_config_json(config):
+    """Serialize a relay config exactly as the relay's own commands write it."""
+    return dump_config(config)
+
+
+class FilterModule(object):
+    """Inventory-driven membership filters of multicast.proxy."""
+
+    def filters(self):
+        return {
+            "server_config": server_config,
+            "client_config": client_config,
+            "fleet_problems": fleet_problems,
+            "relay_roles": relay_roles,
+            "relay_group_count": relay_group_count,
+            "relay_config_json": relay_config_json,
+        }

@@ -1,0 +1,496 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to the multicast.proxy collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one config model of the multicast relay.
+
+Parsing, validation and pure edit operations for ``server_cfg.json.txt`` and
+``client_cfg.json.txt``, plus the lock every writer takes.  The relay package
+(``files/multicast_proxy/config.py`` is a symlink to this file) and the Ansible
+modules share it, so a rule is enforced in exactly one place.
+
+Standard library only, Python 3.8+.  Edit functions never mutate their input;
+they return a new, validated config.  Every error is a ``ConfigError`` whose
+message names the JSON path that is wrong and says what to do about it.
+"""
+
+import fcntl
+import json
+import os
+
+SERVER_CONFIG_NAME = "server_cfg.json.txt"
+CLIENT_CONFIG_NAME = "client_cfg.json.txt"
+
+MAX_GROUPS = 1024
+MAX_MEMBERS = 1024
+MAX_CLIENT_ENTRIES = 4096
+
+SERVER_TOP_KEY = "multi_group_array"
+CLIENT_TOP_KEY = "multi_server_info_array"
+
+_GROUP_KEYS = ("group_ip", "server_port", "group_port", "member_array", "interface")
+_CLIENT_ENTRY_KEYS = ("server_ip", "server_port", "group_ip", "group_port")
+_MEMBER_MODES = ("exact", "add", "remove")
+# Linux interface names are at most IFNAMSIZ - 1 = 15 bytes.
+_MAX_IFNAME = 15
+
+
+class ConfigError(ValueError):
+    """A config (or an edit of it) breaks a rule.
+
+    ``path`` is the JSON path of the offending value (or the name of the
+    argument for edit functions), ``problem`` says what is wrong and what to do.
+    """
+
+    def __init__(self, path, problem):
+        self.path = path
+        self.problem = problem
+        super(ConfigError, self).__init__("%s: %s" % (path, problem) if path else problem)
+
+
+def _ipv4_to_int(text):
+    """Return the 32-bit value of a strict dotted quad, or None."""
+    if not isinstance(text, str):
+        return None
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    value = 0
+    for part in parts:
+        # Leading zeros are refused: some tools read them as octal.
+        if not part.isdigit() or not part.isascii() or (len(part) > 1 and part[0] == "0"):
+            return None
+        octet = int(part)
+        if octet > 255:
+            return None
+        value = (value << 8) | octet
+    return value
+
+
+def parse_ipv4(text, what):
+    """Return ``text`` as a normalized dotted quad or raise ConfigError naming ``what``."""
+    if _ipv4_to_int(text) is None:
+        raise ConfigError(what, "%s is not an IPv4 address; write four numbers 0-255 separated by dots, "
+                                "for example 192.168.1.1" % json.dumps(text))
+    return text
+
+
+def is_multicast(address):
+    """True for a dotted quad in 224.0.0.0/4."""
+    value = _ipv4_to_int(address)
+    return value is not None and (value >> 28) == 0xE
+
+
+def parse_group_ip(text, what):
+    """Validate a multicast group address (224.0.0.0/4)."""
+    parse_ipv4(text, what)
+    if not is_multicast(text):
+        raise ConfigError(what, "%s is not a multicast group address; use an address in 224.0.0.0/4 "
+                                "(224.0.0.0 - 239.255.255.255)" % json.dumps(text))
+    return text
+
+
+def parse_unicast_ip(text, what):
+    """Validate a unicast IPv4 address: not 0.0.0.0, not multicast, not broadcast."""
+    value = _ipv4_to_int(parse_ipv4(text, what))
+    if value == 0:
+        raise ConfigError(what, "0.0.0.0 is not a host address; give the unicast address of the host")
+    if (value >> 28) == 0xE:
+        raise ConfigError(what, "%s is a multicast address; give the unicast address of the host" % text)
+    if value == 0xFFFFFFFF:
+        raise ConfigError(what, "255.255.255.255 is the broadcast address; give the unicast address of the host")
+    return text
+
+
+def parse_port(value, what, allow_text=True):
+    """Return a port 1..65535 from an int, or from a decimal string (command-line input) unless
+    ``allow_text`` is false (config files hold JSON integers)."""
+    port = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        port = value
+    elif allow_text and isinstance(value, str) and value.isdigit() and value.isascii():
+        port = int(value)
+    if port is None or not 1 <= port <= 65535:
+        raise ConfigError(what, "%s is not a port; use an integer from 1 to 65535" % json.dumps(value))
+    return port
+
+
+def parse_interface(value, what):
+    """Validate a Linux interface name."""
+    if (not isinstance(value, str) or not value or len(value.encode("utf-8")) > _MAX_IFNAME
+            or value in (".", "..") or any(ch in value for ch in "/:") or any(ch.isspace() for ch in value)):
+        raise ConfigError(what, "%s is not an interface name; give a name such as eth0 "
+                                "(1-15 characters, no '/', ':' or spaces)" % json.dumps(value))
+    return value
+
+
+def _require_dict(obj, path, expected):
+    if not isinstance(obj, dict):
+        raise ConfigError(path, "expected a JSON object like %s, found %s" % (expected, _json_type(obj)))
+
+
+def _require_list(obj, path):
+    if not isinstance(obj, list):
+        raise ConfigError(path, "expected a JSON array [...], found %s" % _json_type(obj))
+
+
+def _json_type(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _reject_unknown_keys(obj, allowed, path):
+    for key in obj:
+        if key not in allowed:
+            raise ConfigError("%s.%s" % (path, key) if path else key,
+                              "unknown key; allowed keys here are %s (check the spelling)" % ", ".join(allowed))
+
+
+def _require_key(obj, key, path):
+    if key not in obj:
+        raise ConfigError("%s.%s" % (path, key), "missing; every entry needs this key")
+    return obj[key]
+
+
+def empty_server_config():
+    """A server config with no groups."""
+    return {SERVER_TOP_KEY: []}
+
+
+def empty_client_config():
+    """A client config with no entries."""
+    return {CLIENT_TOP_KEY: []}
+
+
+def _validate_group(group, path):
+    _require_dict(group, path, '{"group_ip": ..., "server_port": ..., "member_array": [...]}')
+    _reject_unknown_keys(group, _GROUP_KEYS, path)
+    group_ip = parse_group_ip(_require_key(group, "group_ip", path), path + ".group_ip")
+    server_port = parse_port(_require_key(group, "server_port", path), path + ".server_port", allow_text=False)
+    if "group_port" in group:
+        group_port = parse_port(group["group_port"], path + ".group_port", allow_text=False)
+    else:
+        group_port = server_port
+    members_path = path + ".member_array"
+    members = _require_key(group, "member_array", path)
+    _require_list(members, members_path)
+    if len(members) > MAX_MEMBERS:
+        raise ConfigError(members_path, "%d members; at most %d are supported per group, split the group"
+                          % (len(members), MAX_MEMBERS))
+    seen = set()
+    for index, member in enumerate(members):
+        member_path = "%s[%d]" % (members_path, index)
+        parse_unicast_ip(member, member_path)
+        if member in seen:
+            raise ConfigError(member_path, "%s is listed twice; remove the duplicate" % member)
+        seen.add(member)
+    normalized = {
+        "group_ip": group_ip,
+        "server_port": server_port,
+        "group_port": group_port,
+        "member_array": list(members),
+    }
+    if "interface" in group:
+        normalized["interface"] = parse_interface(group["interface"], path + ".interface")
+    return normalized
+
+
+def validate_server_config(obj):
+    """Return a normalized deep copy of a server config or raise ConfigError."""
+    _require_dict(obj, "(top level)", '{"multi_group_array": [...]}')
+    _reject_unknown_keys(obj, (SERVER_TOP_KEY, "interface"), "")
+    groups = obj.get(SERVER_TOP_KEY, [])
+    _require_list(groups, SERVER_TOP_KEY)
+    if len(groups) > MAX_GROUPS:
+        raise ConfigError(SERVER_TOP_KEY, "%d groups; at most %d are supported, remove some" % (len(groups), MAX_GROUPS))
+    normalized_groups = []
+    seen = {}
+    for index, group in enumerate(groups):
+        path = "%s[%d]" % (SERVER_TOP_KEY, index)
+        normalized = _validate_group(group, path)
+        if normalized["group_ip"] in seen:
+            raise ConfigError(path + ".group_ip", "group %s is already defined at %s[%d]; merge the two entries"
+                              % (normalized["group_ip"], SERVER_TOP_KEY, seen[normalized["group_ip"]]))
+        seen[normalized["group_ip"]] = index
+        normalized_groups.append(normalized)
+    result = {SERVER_TOP_KEY: normalized_groups}
+    if "interface" in obj:
+        result["interface"] = parse_interface(obj["interface"], "interface")
+    return result
+
+
+def _client_entry_key(entry):
+    return (entry["server_ip"], entry["group_ip"], entry["group_port"])
+
+
+def validate_client_config(obj):
+    """Return a normalized deep copy of a client config or raise ConfigError."""
+    _require_dict(obj, "(top level)", '{"multi_server_info_array": [...]}')
+    _reject_unknown_keys(obj, (CLIENT_TOP_KEY, "interface"), "")
+    entries = obj.get(CLIENT_TOP_KEY, [])
+    _require_list(entries, CLIENT_TOP_KEY)
+    if len(entries) > MAX_CLIENT_ENTRIES:
+        raise ConfigError(CLIENT_TOP_KEY, "%d entries; at most %d are supported, remove some"
+                          % (len(entries), MAX_CLIENT_ENTRIES))
+    normalized_entries = []
+    seen = {}
+    for index, entry in enumerate(entries):
+        path = "%s[%d]" % (CLIENT_TOP_KEY, index)
+        _require_dict(entry, path, '{"server_ip": ..., "server_port": ..., "group_ip": ..., "group_port": ...}')
+        _reject_unknown_keys(entry, _CLIENT_ENTRY_KEYS, path)
+        normalized = {
+            "server_ip": parse_unicast_ip(_require_key(entry, "server_ip", path), path + ".server_ip"),
+            "server_port": parse_port(_require_key(entry, "server_port", path), path + ".server_port", allow_text=False),
+            "group_ip": parse_group_ip(_require_key(entry, "group_ip", path), path + ".group_ip"),
+            "group_port": parse_port(_require_key(entry, "group_port", path), path + ".group_port", allow_text=False),
+        }
+        key = _client_entry_key(normalized)
+        if key in seen:
+            raise ConfigError(path, "server %s, group %s:%d is already listed at %s[%d]; remove the duplicate"
+                              % (key[0], key[1], key[2], CLIENT_TOP_KEY, seen[key]))
+        seen[key] = index
+        normalized_entries.append(normalized)
+    result = {CLIENT_TOP_KEY: normalized_entries}
+    if "interface" in obj:
+        result["interface"] = parse_interface(obj["interface"], "interface")
+    return result
+
+
+def _reject_duplicate_json_keys(pairs):
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise ConfigError(key, "key appears twice in the same object; keep one")
+        result[key] = value
+    return result
+
+
+def _parse_json(text, source):
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicate_json_keys)
+    except ConfigError as exc:
+        raise ConfigError("%s: %s" % (source, exc.path), exc.problem)
+    except ValueError as exc:
+        # json.JSONDecodeError carries line/column; say where and how to recover.
+        line = getattr(exc, "lineno", None)
+        where = "line %d column %d" % (exc.lineno, exc.colno) if line else "JSON"
+        raise ConfigError("%s: %s" % (source, where),
+                          "invalid JSON (%s); fix the syntax or restore the previous file"
+                          % getattr(exc, "msg", str(exc)))
+
+
+def _load(text, source, validate, empty):
+    if not text.strip():
+        return empty()
+    obj = _parse_json(text, source)
+    try:
+        return validate(obj)
+    except ConfigError as exc:
+        raise ConfigError("%s: %s" % (source, exc.path) if exc.path else source, exc.problem)
+
+
+def load_server_config(text, source=SERVER_CONFIG_NAME):
+    """Parse and validate server config text; empty or blank text is an empty config."""
+    return _load(text, source, validate_server_config, empty_server_config)
+
+
+def load_client_config(text, source=CLIENT_CONFIG_NAME):
+    """Parse and validate client config text; empty or blank text is an empty config."""
+    return _load(text, source, validate_client_config, empty_client_config)
+
+
+def dump_config(cfg):
+    """Serialize a config: indent 4, keys in model order, trailing newline."""
+    return json.dumps(cfg, indent=4) + "\n"
+
+
+def server_find_group(cfg, group_ip):
+    """Return the group dict with ``group_ip`` (a reference into cfg) or None."""
+    for group in cfg.get(SERVER_TOP_KEY, []):
+        if group["group_ip"] == group_ip:
+            return group
+    return None
+
+
+def _members_arg(members, what):
+    """Accept a list of addresses or a comma-separated string (the CLI's -j/-q form)."""
+    if isinstance(members, str):
+        items = [item.strip() for item in members.split(",")]
+        if any(not item for item in items):
+            raise ConfigError(what, "%s has an empty item; separate addresses with single commas, "
+                                    "for example 192.168.1.1,192.168.1.2" % json.dumps(members))
+    elif isinstance(members, (list, tuple)):
+        items = list(members)
+    else:
+        raise ConfigError(what, "expected a list of member addresses, found %s" % _json_type(members))
+    result = []
+    for item in items:
+        parse_unicast_ip(item, what)
+        if item not in result:
+            result.append(item)
+    return result
+
+
+def _optional_interface(cfg_entry, interface, what):
+    """None leaves the interface as it is, "" removes it, a name sets it."""
+    if interface is None:
+        return
+    if interface == "":
+        cfg_entry.pop("interface", None)
+    else:
+        cfg_entry["interface"] = parse_interface(interface, what)
+
+
+def _edited_members(current, members, member_mode, group_ip):
+    if member_mode == "exact":
+        return members
+    if member_mode == "add":
+        return current + [m for m in members if m not in current]
+    unknown = [m for m in members if m not in current]
+    if unknown:
+        raise ConfigError("member_array", "%s not a member of group %s; current members: %s"
+                          % (", ".join(unknown), group_ip, ", ".join(current) or "none"))
+    return [m for m in current if m not in members]
+
+
+def server_set_group(cfg, group_ip, server_port, group_port, members, member_mode="exact", interface=None):
+    """Create or update one group; the general form of every server edit.
+
+    ``server_port`` is required when the group is new; ``group_port`` defaults
+    to the server port for a new group.  ``None`` keeps the current value.
+    ``members`` is applied per ``member_mode``: "exact" replaces the list,
+    "add" appends missing ones, "remove" drops them (unknown ones are an error);
+    ``None`` leaves the members as they are.
+    """
+    if member_mode not in _MEMBER_MODES:
+        raise ConfigError("member_mode", "%s is not a member mode; use one of %s"
+                          % (json.dumps(member_mode), ", ".join(_MEMBER_MODES)))
+    group_ip = parse_group_ip(group_ip, "group_ip")
+    new_cfg = validate_server_config(cfg)
+    keep_members = members is None
+    members = _members_arg(members if members is not None else [], "member_array")
+    group = server_find_group(new_cfg, group_ip)
+    if group is None:
+        if member_mode == "remove":
+            raise ConfigError("group_ip", "group %s is not configured; nothing to remove members from" % group_ip)
+        if server_port is None:
+            raise ConfigError("server_port", "group %s is new; give the server port (-p) to create it" % group_ip)
+        group = {"group_ip": group_ip, "server_port": None, "group_port": None, "member_array": []}
+        new_cfg[SERVER_TOP_KEY].append(group)
+        if group_port is None:
+            group_port = server_port
+    if server_port is not None:
+        group["server_port"] = parse_port(server_port, "server_port")
+    if group_port is not None:
+        group["group_port"] = parse_port(group_port, "group_port")
+    if not keep_members:
+        group["member_array"] = _edited_members(group["member_array"], members, member_mode, group_ip)
+    _optional_interface(group, interface, "interface")
+    return validate_server_config(new_cfg)
+
+
+def server_add(cfg, group_ip, members, server_port=None, group_port=None, interface=None):
+    """``multis_admin -A -m G -j ... -p PORT``: create a group or add members / change ports."""
+    return server_set_group(cfg, group_ip, server_port, group_port, members, "add", interface)
+
+
+def server_quit(cfg, group_ip, members):
+    """``multis_admin -A -m G -q ...``: members leave the group."""
+    group_ip = parse_group_ip(group_ip, "group_ip")
+    if server_find_group(cfg, group_ip) is None:
+        raise ConfigError("group_ip", "group %s is not configured; see the configured groups with -S" % group_ip)
+    return server_set_group(cfg, group_ip, None, None, members, "remove")
+
+
+def server_delete(cfg, group_ip):
+    """``multis_admin -D -m G``: remove a group."""
+    group_ip = parse_group_ip(group_ip, "group_ip")
+    new_cfg = validate_server_config(cfg)
+    if server_find_group(new_cfg, group_ip) is None:
+        raise ConfigError("group_ip", "group %s is not configured; see the configured groups with -S" % group_ip)
+    new_cfg[SERVER_TOP_KEY] = [g for g in new_cfg[SERVER_TOP_KEY] if g["group_ip"] != group_ip]
+    return new_cfg
+
+
+def client_find(cfg, server_ip=None, group_port=None, group_ip=None):
+    """Entries matching every given criterion (copies)."""
+    if group_port is not None:
+        group_port = parse_port(group_port, "group_port")
+    return [dict(entry) for entry in cfg.get(CLIENT_TOP_KEY, [])
+            if (server_ip is None or entry["server_ip"] == server_ip)
+            and (group_port is None or entry["group_port"] == group_port)
+            and (group_ip is None or entry["group_ip"] == group_ip)]
+
+
+def client_add(cfg, server_ip, group_port, server_port, group_ip):
+    """``multic_admin -A``: add an entry; the same (server_ip, group_ip, group_port) updates server_port."""
+    entry = {
+        "server_ip": parse_unicast_ip(server_ip, "server_ip"),
+        "server_port": parse_port(server_port, "server_port"),
+        "group_ip": parse_group_ip(group_ip, "group_ip"),
+        "group_port": parse_port(group_port, "group_port"),
+    }
+    new_cfg = validate_client_config(cfg)
+    for existing in new_cfg[CLIENT_TOP_KEY]:
+        if _client_entry_key(existing) == _client_entry_key(entry):
+            existing["server_port"] = entry["server_port"]
+            break
+    else:
+        new_cfg[CLIENT_TOP_KEY].append(entry)
+    return validate_client_config(new_cfg)
+
+
+def client_delete(cfg, server_ip, group_port, group_ip=None):
+    """``multic_admin -D -i IP -g PORT [-m G]``: remove the matching entries."""
+    server_ip = parse_unicast_ip(server_ip, "server_ip")
+    group_port = parse_port(group_port, "group_port")
+    if group_ip is not None:
+        group_ip = parse_group_ip(group_ip, "group_ip")
+    new_cfg = validate_client_config(cfg)
+    doomed = client_find(new_cfg, server_ip, group_port, group_ip)
+    if not doomed:
+        wanted = "server %s, group port %d" % (server_ip, group_port)
+        if group_ip is not None:
+            wanted += ", group %s" % group_ip
+        raise ConfigError("multi_server_info_array", "no entry for %s; see the configured entries with -L" % wanted)
+    new_cfg[CLIENT_TOP_KEY] = [e for e in new_cfg[CLIENT_TOP_KEY] if e not in doomed]
+    return new_cfg
+
+
+class ConfigLock:
+    """Exclusive ``flock`` on ``<conf_dir>/.<kind>_cfg.lock`` held by every writer.
+
+    ``kind`` is "server" or "client".  Blocks until the lock is free.
+    """
+
+    def __init__(self, conf_dir, kind):
+        if kind not in ("server", "client"):
+            raise ValueError("kind must be 'server' or 'client', not %r" % (kind,))
+        self.path = os.path.join(conf_dir, ".%s_cfg.lock" % kind)
+        self._fd = None
+
+    def __enter__(self):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        fd, self._fd = self._fd, None
+        # Closing the descriptor releases the flock.
+        os.close(fd)
+        return False

@@ -1,0 +1,149 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to the multicast.proxy collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Module-side plumbing around the relay config model.
+
+The rules live in ``relay_config``; this file only adds what Ansible modules
+need on top of them: reading a config file, writing it atomically with
+``module.atomic_move`` under the same lock the relay's CLI takes, and asking
+the running daemon to apply the new file.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import tempfile
+
+from ansible.module_utils.common.text.converters import to_native
+from ansible_collections.multicast.proxy.plugins.module_utils.relay_config import (
+    CLIENT_CONFIG_NAME,
+    SERVER_CONFIG_NAME,
+    ConfigError,
+    ConfigLock,
+    dump_config,
+    load_client_config,
+    load_server_config,
+)
+
+# Exit codes of the relay commands (docs/architecture.md).
+RC_DAEMON_NOT_RUNNING = 3
+
+# The roles install the relay's commands here; it is not on PATH under every
+# connection plugin (paramiko and ssh start non-login shells).
+RELAY_BIN_DIRS = ["/usr/local/bin"]
+
+SIDES = {
+    "server": {
+        "config_name": SERVER_CONFIG_NAME,
+        "loader": load_server_config,
+        "admin": "multis_admin",
+        "reload": "server_reload_list",
+        "service": "multis_monitord",
+    },
+    "client": {
+        "config_name": CLIENT_CONFIG_NAME,
+        "loader": load_client_config,
+        "admin": "multic_admin",
+        "reload": "client_reload_list",
+        "service": "multic_monitord",
+    },
+}
+
+
+def config_path(conf_dir, side):
+    return os.path.join(conf_dir, SIDES[side]["config_name"])
+
+
+def require_conf_dir(module, conf_dir):
+    if not os.path.isdir(conf_dir):
+        module.fail_json(msg="conf_dir %s does not exist; install the relay first (role multicast.proxy.server "
+                             "or multicast.proxy.client) or point conf_dir at the relay's config directory"
+                             % conf_dir)
+
+
+def read_config(module, conf_dir, side):
+    """Return (text, config) of the side's config file; a missing file is an empty config."""
+    path = config_path(conf_dir, side)
+    try:
+        with open(path, "r") as config_file:
+            text = config_file.read()
+    except FileNotFoundError:
+        text = ""
+    except (IOError, OSError) as exc:
+        module.fail_json(msg="cannot read %s: %s" % (path, to_native(exc)))
+    try:
+        return text, SIDES[side]["loader"](text, source=path)
+    except ConfigError as exc:
+        module.fail_json(msg="%s; the file on the host is invalid, fix it (or restore a backup) and run again"
+                             % to_native(exc))
+
+
+def write_config(module, conf_dir, side, config):
+    """Replace the side's config file with ``config`` atomically, mode 0644."""
+    path = config_path(conf_dir, side)
+    fd, tmp_path = tempfile.mkstemp(prefix=".%s." % SIDES[side]["config_name"], dir=conf_dir)
+    try:
+        with os.fdopen(fd, "w") as tmp_file:
+            tmp_file.write(dump_config(config))
+            tmp_file.flush()
+            os.fsync(tmp_file.fileno())
+        os.chmod(tmp_path, 0o644)
+        module.atomic_move(tmp_path, path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.unlink(tmp_path)
+
+
+def edit_config(module, conf_dir, side, edit):
+    """Apply ``edit(config) -> new config`` to the side's config file.
+
+    Returns (before_text, after_text, changed).  ``edit`` raises ConfigError on
+    bad input; that fails the module with nothing written.  In check mode the
+    file is only read (no lock file is created either).
+    """
+    def run():
+        before_text, before = read_config(module, conf_dir, side)
+        try:
+            after = edit(before)
+        except ConfigError as exc:
+            module.fail_json(msg=to_native(exc))
+        changed = after != before
+        if changed and not module.check_mode:
+            write_config(module, conf_dir, side, after)
+        return before_text, dump_config(after) if changed else before_text, changed
+
+    require_conf_dir(module, conf_dir)
+    if module.check_mode:
+        return run()
+    with ConfigLock(conf_dir, side):
+        return run()
+
+
+def relay_command(module, name):
+    return module.get_bin_path(name, required=True, opt_dirs=RELAY_BIN_DIRS)
+
+
+def run_relay(module, conf_dir, argv):
+    """Run a relay command with MULTICAST_CONF_DIR set; returns (rc, stdout, stderr)."""
+    return module.run_command(argv, environ_update={"MULTICAST_CONF_DIR": conf_dir})
+
+
+def reload_daemon(module, conf_dir, side):
+    """Ask the running daemon to re-read its config.
+
+    Returns "applied", or "daemon_not_running" (with a warning: the file is
+    saved and applies when the daemon starts).  Any other outcome fails.
+    """
+    rc, out, err = run_relay(module, conf_dir, [relay_command(module, SIDES[side]["reload"]), "reload"])
+    if rc == 0:
+        return "applied"
+    if rc == RC_DAEMON_NOT_RUNNING:
+        module.warn("%s is not running; %s is saved and applies when the daemon starts"
+                    % (SIDES[side]["service"], config_path(conf_dir, side)))
+        return "daemon_not_running"
+    module.fail_json(msg="%s reload failed (rc=%d): %s; the new %s is saved, check it with %s --check-config"
+                         % (SIDES[side]["reload"], rc, (err or out).strip(), config_path(conf_dir, side),
+                            SIDES[side]["admin"]),
+                     rc=rc, stdout=out, stderr=err)

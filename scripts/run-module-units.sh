@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Unit tests of the modules, filters and templates (tests/unit), run with pytest
+# in a collection tree so ansible_collections.multicast.proxy resolves.
+# Extra arguments go to pytest.
+set -euo pipefail
+repo_root=$(cd "$(dirname "$0")/.." && pwd)
+venv_bin="$repo_root/.venv/bin"
+# A tree of its own per run: other runs (CI, other users of this checkout) may
+# rebuild build/ at the same time.
+mkdir -p "$repo_root/build"
+root=$(mktemp -d "$repo_root/build/units.XXXXXX")
+trap 'rm -rf "$root"' EXIT
+tree=$("$repo_root/scripts/collection-tree.sh" "$root")
+cd "$tree"
+PYTHONDONTWRITEBYTECODE=1 "$venv_bin/python" -m pytest -p no:cacheprovider tests/unit "$@"

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# ansible-test sanity on a copy of the collection at
+# build/ansible_collections/multicast/proxy (the layout ansible-test needs).
+# Extra arguments go to ansible-test (for example --test validate-modules).
+set -euo pipefail
+repo_root=$(cd "$(dirname "$0")/.." && pwd)
+venv_bin="$repo_root/.venv/bin"
+# ansible-test --requirements needs a download that is not reachable offline;
+# install its test requirements ourselves (a no-op once they are present).
+"$venv_bin/pip" install --quiet -r "$repo_root/requirements-sanity.txt"
+# ansible-test bootstraps pip in each of its test venvs with a get-pip script
+# it downloads from a host that is not reachable here; a cached script of that
+# name is used instead, so give it one built on the standard library's ensurepip.
+pip_version=$("$venv_bin/python" -c '
+from ansible_test._internal.python_requirements import get_venv_packages
+from ansible_test._internal.host_configs import NativePythonConfig
+print(get_venv_packages(NativePythonConfig(version="3.11"))["pip"])')
+bootstrap="$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py"
+if ! grep -q 'multicast.proxy' "$bootstrap" 2>/dev/null; then
+    mkdir -p "$(dirname "$bootstrap")"
+    cat > "$bootstrap" <<'PY'
+"""Offline stand-in for get-pip.py (written by multicast.proxy's run-sanity.sh):
+ensurepip, then pip install the arguments."""
+import subprocess
+import sys
+
+# In a child process: ensurepip.bootstrap() would set PIP_CONFIG_FILE=/dev/null
+# in this process and hide the machine's pip configuration (index, CA) from
+# the install below.
+subprocess.check_call([sys.executable, "-m", "ensurepip"])
+arguments = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
+sys.exit(subprocess.call([sys.executable, "-m", "pip", "install"] + arguments))
+PY
+fi
+# A tree of its own per run: other runs (CI, other users of this checkout) may
+# rebuild build/ at the same time.
+mkdir -p "$repo_root/build"
+root=$(mktemp -d "$repo_root/build/sanity.XXXXXX")
+trap 'rm -rf "$root"' EXIT
+tree=$("$repo_root/scripts/collection-tree.sh" "$root")
+# Test what the collection ships: drop the paths galaxy.yml's build_ignore
+# leaves out of the tarball (the virtualenv, bench/, scripts/, tests/relay/,
+# extensions/, ...). Those are development tools, not collection content, and
+# have their own checks (tests/relay runs under pytest, 3.8 and 3.13).
+"$venv_bin/python" - "$tree" <<'PY'
+import fnmatch
+import os
+import shutil
+import sys
+
+import yaml
+
+tree = sys.argv[1]
+with open(os.path.join(tree, "galaxy.yml")) as handle:
+    patterns = yaml.safe_load(handle).get("build_ignore") or []
+for directory, subdirs, files in os.walk(tree, topdown=True):
+    for name in list(subdirs) + files:
+        path = os.path.join(directory, name)
+        relative = os.path.relpath(path, tree)
+        if relative == ".git" or not any(fnmatch.fnmatch(relative, p) for p in patterns):
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+            subdirs.remove(name)
+        else:
+            os.unlink(path)
+PY
+cd "$tree"
+PATH="$venv_bin:$PATH" "$venv_bin/ansible-test" sanity --python 3.11 --color no "$@"

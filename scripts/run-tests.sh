@@ -1,0 +1,101 @@
+#!/bin/bash
+# Run the test suites and end with a summary; exit 1 when any suite failed.
+#
+# usage: scripts/run-tests.sh [SUITE...]   (default: every suite, in this order)
+#   unit        relay unit tests (tests/relay/unit)
+#   modules     module, filter and template unit tests (scripts/run-module-units.sh)
+#   netns       multi-host relay tests in network namespaces (tests/relay/netns, root)
+#   lint        ansible-lint, production profile (scripts/run-lint.sh)
+#   sanity      ansible-test sanity (scripts/run-sanity.sh)
+#   molecule    molecule scenarios on the container fleet (tests/fleet/run-molecule.sh)
+# env: MCP_MOLECULE_SCENARIOS (default "default membership"),
+#      MCP_MOLECULE_RELEASES (default "bookworm"; "all" = bullseye bookworm trixie)
+#
+# Every suite is expected to have tests: pytest's "no tests collected" (exit 5)
+# counts as a failure, so a suite that silently lost its tests cannot pass.
+set -uo pipefail
+
+repo_root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo_root"
+export PATH="$repo_root/.venv/bin:$PATH"
+all_suites=(unit modules netns lint sanity molecule)
+suites=("$@")
+if [ "${#suites[@]}" -eq 0 ]; then
+    suites=("${all_suites[@]}")
+fi
+for suite in "${suites[@]}"; do
+    case " ${all_suites[*]} " in
+        *" $suite "*) ;;
+        *) echo "run-tests: unknown suite '$suite'; choose from: ${all_suites[*]}" >&2; exit 2 ;;
+    esac
+done
+
+pytest_suite() {
+    local dir=$1
+    shift
+    if [ ! -d "$dir" ]; then
+        echo "run-tests: $dir does not exist" >&2
+        return 1
+    fi
+    local rc=0
+    PYTHONDONTWRITEBYTECODE=1 python -m pytest -p no:cacheprovider "$dir" "$@" || rc=$?
+    if [ "$rc" -eq 5 ]; then
+        echo "run-tests: pytest collected no tests in $dir, which must have tests" >&2
+    fi
+    return "$rc"
+}
+
+script_suite() {
+    local script=$1
+    shift
+    if [ ! -x "$script" ]; then
+        echo "run-tests: $script is missing or not executable" >&2
+        return 1
+    fi
+    "$script" "$@"
+}
+
+molecule_suite() {
+    local scenario rc=0
+    # shellcheck disable=SC2086  # space-separated lists
+    for scenario in ${MCP_MOLECULE_SCENARIOS:-default membership}; do
+        tests/fleet/run-molecule.sh "$scenario" ${MCP_MOLECULE_RELEASES:-bookworm} || rc=1
+    done
+    return "$rc"
+}
+
+run_suite() {
+    case "$1" in
+        unit) pytest_suite tests/relay/unit ;;
+        modules) script_suite scripts/run-module-units.sh ;;
+        netns) pytest_suite tests/relay/netns ;;
+        lint) script_suite scripts/run-lint.sh ;;
+        sanity) script_suite scripts/run-sanity.sh ;;
+        molecule) molecule_suite ;;
+    esac
+}
+
+summary=()
+failed=0
+for suite in "${suites[@]}"; do
+    echo "==================== run-tests: $suite ====================" >&2
+    started=$SECONDS
+    rc=0
+    run_suite "$suite" </dev/null || rc=$?
+    elapsed=$((SECONDS - started))
+    if [ "$rc" -eq 0 ]; then
+        summary+=("$(printf '  %-9s PASS   %5ss' "$suite" "$elapsed")")
+    else
+        summary+=("$(printf '  %-9s FAIL   %5ss  (exit %s)' "$suite" "$elapsed" "$rc")")
+        failed=1
+    fi
+done
+
+echo
+echo "==================== test summary ===================="
+printf '%s\n' "${summary[@]}"
+if [ "$failed" -ne 0 ]; then
+    echo "RESULT: FAILED (scroll up to the suite's '==== run-tests: NAME ====' banner for details)"
+    exit 1
+fi
+echo "RESULT: all ${#suites[@]} suites passed"

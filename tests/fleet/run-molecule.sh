@@ -1,0 +1,45 @@
+#!/bin/bash
+# Run one molecule scenario of extensions/molecule/ against the collection as
+# users get it (the tree of scripts/collection-tree.sh on
+# ANSIBLE_COLLECTIONS_PATH), once per Debian release.
+#
+# usage: tests/fleet/run-molecule.sh SCENARIO [RELEASE...]
+#        RELEASE: bullseye, bookworm (default), trixie, or all
+# extra molecule arguments: MOLECULE_ARGS (e.g. "--destroy never" to debug)
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "$0")/../.." && pwd)
+scenario=${1:?usage: tests/fleet/run-molecule.sh SCENARIO [RELEASE...]}
+shift
+releases=("$@")
+if [ "${#releases[@]}" -eq 0 ]; then
+    releases=(bookworm)
+elif [ "${releases[0]}" = all ]; then
+    releases=(bullseye bookworm trixie)
+fi
+if [ ! -f "$repo_root/extensions/molecule/$scenario/molecule.yml" ]; then
+    echo "run-molecule: no scenario '$scenario' in extensions/molecule/" >&2
+    exit 2
+fi
+
+export PATH="$repo_root/.venv/bin:$PATH"
+"$repo_root/scripts/ensure-docker.sh"
+
+# A tree of our own: scripts/collection-tree.sh deletes and rebuilds the tree
+# it is given, and lint or sanity may rebuild theirs while a scenario runs.
+work=$(mktemp -d "${TMPDIR:-/tmp}/mcp-molecule.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+"$repo_root/scripts/collection-tree.sh" "$work/collections" >/dev/null
+export ANSIBLE_COLLECTIONS_PATH="$work/collections"
+
+cd "$repo_root"
+status=0
+for release in "${releases[@]}"; do
+    echo "run-molecule: scenario $scenario on Debian $release" >&2
+    # shellcheck disable=SC2086  # MOLECULE_ARGS is a list of words
+    if ! MCP_IMAGE_RELEASE=$release molecule test -s "$scenario" ${MOLECULE_ARGS:-}; then
+        echo "run-molecule: scenario $scenario FAILED on $release" >&2
+        status=1
+    fi
+done
+exit "$status"

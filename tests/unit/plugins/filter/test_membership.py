@@ -1,0 +1,205 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to the multicast.proxy collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+
+import pytest
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.multicast.proxy.plugins.filter import membership
+from ansible_collections.multicast.proxy.tests.unit.plugins.filter.inventory import fleet
+
+EXPECTED_DIR = os.path.join(os.path.dirname(__file__), "expected")
+
+
+def expected(name):
+    with open(os.path.join(EXPECTED_DIR, name + ".json")) as handle:
+        return json.load(handle)
+
+
+@pytest.mark.parametrize("host", ["src1", "mem1"])
+def test_server_config_matches_expected(host):
+    definitions, hostvars, groups = fleet()
+    assert membership.server_config(definitions, host, hostvars, groups) == expected("server_" + host)
+
+
+@pytest.mark.parametrize("host", ["mem1", "src1"])
+def test_client_config_matches_expected(host):
+    definitions, hostvars, groups = fleet()
+    assert membership.client_config(definitions, host, hostvars, groups) == expected("client_" + host)
+
+
+def test_host_outside_every_group_gets_empty_configs():
+    definitions, hostvars, groups = fleet()
+    groups["all"].append("bystander")
+    hostvars["bystander"] = {}
+    assert membership.server_config(definitions, "bystander", hostvars, groups) == {"multi_group_array": []}
+    assert membership.client_config(definitions, "bystander", hostvars, groups) == {"multi_server_info_array": []}
+
+
+def test_adding_a_receiver_adds_it_everywhere_and_removing_it_removes_it():
+    definitions, hostvars, groups = fleet()
+    groups["all"].append("mem4")
+    groups["mc_members"].append("mem4")
+    hostvars["mem4"] = {"multicast_proxy_address": "10.0.0.24"}
+    for sender in ("src1", "src2"):
+        groups_of_sender = membership.server_config(definitions, sender, hostvars, groups)["multi_group_array"]
+        assert all("10.0.0.24" in g["member_array"] for g in groups_of_sender)
+    assert len(membership.client_config(definitions, "mem4", hostvars, groups)["multi_server_info_array"]) == 4
+    groups["mc_members"].remove("mem4")
+    for sender in ("src1", "src2"):
+        groups_of_sender = membership.server_config(definitions, sender, hostvars, groups)["multi_group_array"]
+        assert all("10.0.0.24" not in g["member_array"] for g in groups_of_sender)
+
+
+def test_interface_is_written_at_top_level():
+    definitions, hostvars, groups = fleet()
+    config = membership.server_config(definitions, "src1", hostvars, groups, interface="eth1")
+    assert config["interface"] == "eth1"
+    config = membership.client_config(definitions, "mem1", hostvars, groups, interface="eth2")
+    assert config["interface"] == "eth2"
+
+
+def test_relay_config_json_is_stable_and_matches_the_relay_format():
+    definitions, hostvars, groups = fleet()
+    text = membership.relay_config_json(membership.server_config(definitions, "src1", hostvars, groups))
+    with open(os.path.join(EXPECTED_DIR, "server_src1.json")) as handle:
+        assert text == handle.read()
+
+
+def test_the_fleet_of_the_sample_inventory_has_no_problems():
+    assert membership.fleet_problems(*fleet()) == []
+
+
+def test_relay_roles_and_group_count():
+    definitions, hostvars, groups = fleet()
+    assert membership.relay_roles(definitions, "src1", groups) == ["client", "server"]
+    assert membership.relay_roles(definitions, "src2", groups) == ["server"]
+    assert membership.relay_roles(definitions, "mem2", groups) == ["client"]
+    assert membership.relay_group_count(definitions, "mem1", groups) == 2
+    assert membership.relay_group_count(definitions, "src2", groups) == 1
+
+
+def problems_after(change):
+    definitions, hostvars, groups = fleet()
+    change(definitions, hostvars, groups)
+    return membership.fleet_problems(definitions, hostvars, groups)
+
+
+def test_group_outside_the_multicast_range_names_the_variable():
+    def change(definitions, hostvars, groups):
+        definitions[1]["group_ip"] = "10.10.0.1"
+    assert problems_after(change) == [
+        'multicast_proxy_groups[1] (heartbeat).group_ip: "10.10.0.1" is not a multicast group address; '
+        'use an address in 224.0.0.0/4 (224.0.0.0 - 239.255.255.255)']
+
+
+def test_member_in_two_places_with_conflicting_ports():
+    def change(definitions, hostvars, groups):
+        definitions.append({"name": "marketdata-b", "group_ip": "224.1.2.3", "group_port": 65535,
+                            "server_port": 6000, "senders": ["src2"], "receivers": ["mem3"]})
+    problems = problems_after(change)
+    assert any(p.startswith("host mem3 receives group 224.1.2.3:65535 from server 10.0.0.12 in both "
+                            "multicast_proxy_groups[0] (marketdata) (server_port 65535) and "
+                            "multicast_proxy_groups[2] (marketdata-b) (server_port 6000)") for p in problems)
+    # The sender would carry the group twice: named with the definition behind it.
+    assert any(p.startswith("host src2: server config:") and "multicast_proxy_groups[2] (marketdata-b)" in p
+               for p in problems)
+
+
+def test_more_members_than_the_limit():
+    def change(definitions, hostvars, groups):
+        many = ["m%d" % i for i in range(1025)]
+        groups["all"].extend(many)
+        groups["many"] = many
+        for index, host in enumerate(many):
+            hostvars[host] = {"multicast_proxy_address": "10.1.%d.%d" % (index // 250, index % 250 + 1)}
+        definitions[0]["receivers"] = "many"
+    problems = problems_after(change)
+    assert any(p.startswith("host src1: server config: multi_group_array[0].member_array: 1025 members; at most 1024")
+               and "multicast_proxy_groups[0] (marketdata)" in p for p in problems)
+
+
+def test_unknown_sender_or_receiver_name():
+    def change(definitions, hostvars, groups):
+        definitions[0]["receivers"] = ["mc_memebrs"]
+    assert problems_after(change) == [
+        "multicast_proxy_groups[0] (marketdata).receivers: 'mc_memebrs' is neither an inventory group nor a host; "
+        "check the spelling or add it to the inventory"]
+
+
+def test_bad_address_names_host_and_variable_once():
+    def change(definitions, hostvars, groups):
+        hostvars["src1"]["multicast_proxy_address"] = "10.0.0.300"
+    problems = problems_after(change)
+    assert len(problems) == 1
+    assert problems[0].startswith('host src1: multicast_proxy_address: "10.0.0.300" is not an IPv4 address')
+
+
+def test_host_without_address_or_facts():
+    def change(definitions, hostvars, groups):
+        hostvars["mem1"] = {}
+    problems = problems_after(change)
+    assert problems == ["host mem1: no relay address: set multicast_proxy_address or multicast_proxy_interface, "
+                        "or gather facts for the host (it must be in the play) so ansible_default_ipv4 is known"]
+
+
+def test_interface_without_facts():
+    def change(definitions, hostvars, groups):
+        hostvars["mem2"]["multicast_proxy_interface"] = "eth7"
+    problems = problems_after(change)
+    assert len(problems) == 1
+    assert problems[0].startswith("host mem2: multicast_proxy_interface is 'eth7' but its IPv4 address")
+
+
+@pytest.mark.parametrize("definition, message", [
+    ({"group_ip": "224.1.1.1", "server_port": 1, "senders": "mc_sources"}, "receivers is missing"),
+    ({"group_ip": "224.1.1.1", "server_port": 1, "senders": "mc_sources", "receivers": "mc_members",
+      "group_prot": 5}, "unknown key(s) group_prot"),
+    ({"group_ip": "224.1.1.1", "server_port": 0, "senders": "mc_sources", "receivers": "mc_members"},
+     "server_port: 0 is not a port"),
+    ({"group_ip": "224.1.1.1", "server_port": 1, "senders": [], "receivers": "mc_members"}, "non-empty list"),
+])
+def test_bad_definitions(definition, message):
+    def change(definitions, hostvars, groups):
+        definitions.append(definition)
+    problems = problems_after(change)
+    assert len(problems) == 1
+    assert problems[0].startswith("multicast_proxy_groups[2]")
+    assert message in problems[0]
+
+
+def test_not_a_list():
+    hostvars, groups = fleet()[1:]
+    assert membership.fleet_problems({"name": "x"}, hostvars, groups) == [
+        "multicast_proxy_groups must be a list of group definitions (name, group_ip, group_port, server_port, "
+        "senders, receivers)"]
+
+
+def test_config_filters_raise_with_host_and_variable():
+    definitions, hostvars, groups = fleet()
+    hostvars["mem3"]["multicast_proxy_address"] = "0.0.0.0"
+    with pytest.raises(AnsibleFilterError) as caught:
+        membership.server_config(definitions, "src1", hostvars, groups)
+    assert "multicast_proxy_groups: host mem3: multicast_proxy_address: 0.0.0.0 is not a host address" \
+        in str(caught.value)
+    definitions[0]["group_ip"] = "240.0.0.1"
+    with pytest.raises(AnsibleFilterError) as caught:
+        membership.client_config(definitions, "mem1", hostvars, groups, variable="client_groups")
+    assert "client_groups[0] (marketdata).group_ip" in str(caught.value)
+
+
+def test_every_problem_of_a_definition_is_reported():
+    def change(definitions, hostvars, groups):
+        definitions[0].update(group_ip="10.1.2.3", server_port=70000, receivers="mc_membres")
+    problems = problems_after(change)
+    assert [p.split(":")[0] for p in problems] == [
+        "multicast_proxy_groups[0] (marketdata).group_ip",
+        "multicast_proxy_groups[0] (marketdata).server_port",
+        "multicast_proxy_groups[0] (marketdata).receivers"]

@@ -1,0 +1,50 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to the multicast.proxy collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Render the roles' config templates the way the roles do and compare to expected JSON."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+import pytest
+
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+from ansible_collections.multicast.proxy.tests.unit.plugins.filter.inventory import fleet
+
+COLLECTION_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+EXPECTED_DIR = os.path.join(os.path.dirname(__file__), "expected")
+
+
+def read(path):
+    with open(path) as handle:
+        return handle.read()
+
+
+def render(role, host):
+    """The role's preflight set_fact expression, then its template."""
+    definitions, hostvars, groups = fleet()
+    variables = {
+        "%s_groups" % role: definitions,
+        "inventory_hostname": host,
+        "hostvars": hostvars,
+        "groups": groups,
+        "server_interface": "",
+        "client_delivery_interface": "",
+    }
+    templar = Templar(loader=DataLoader(), variables=variables)
+    preflight = read(os.path.join(COLLECTION_ROOT, "roles", role, "tasks", "preflight.yml"))
+    expression = preflight.split("__%s_config: >-" % role, 1)[1].strip()
+    variables["__%s_config" % role] = templar.template(trust_as_template(" ".join(expression.split())))
+    templar = Templar(loader=DataLoader(), variables=variables)
+    template = read(os.path.join(COLLECTION_ROOT, "roles", role, "templates", "%s_cfg.json.txt.j2" % role))
+    return templar.template(trust_as_template(template))
+
+
+@pytest.mark.parametrize("role, host", [("server", "src1"), ("server", "mem1"), ("client", "mem1"),
+                                        ("client", "src1")])
+def test_rendered_config_matches_expected(role, host):
+    assert render(role, host) == read(os.path.join(EXPECTED_DIR, "%s_%s.json" % (role, host)))

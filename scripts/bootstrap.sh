@@ -12,7 +12,7 @@ repo_root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$repo_root/.venv"
 packages=(
     python3 python3-venv python3-pip git make ca-certificates
-    docker.io nftables iproute2 iputils-ping iperf socat tcpdump procps
+    docker.io nftables iproute2 iperf socat tcpdump procps
     debootstrap openssh-client
 )
 

@@ -51,6 +51,20 @@ static inline long parse_long(const char *prog, const char *flag, const char *te
     return value;
 }
 
+static inline unsigned long long parse_u64(const char *prog, const char *flag, const char *text,
+                                           const char *usage)
+{
+    char *end;
+    errno = 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (errno || *text < '0' || *text > '9' || *end != '\0') {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s wants a non-negative integer, got '%s'", flag, text);
+        usage_error(prog, msg, usage);
+    }
+    return value;
+}
+
 static inline struct in_addr parse_ipv4(const char *prog, const char *flag, const char *text,
                                         const char *usage)
 {

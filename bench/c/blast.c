@@ -57,7 +57,7 @@ int main(int argc, char **argv)
         else if (!strcmp(flag, "--ifaddr"))
             ifaddr = parse_ipv4(prog, flag, val, USAGE), have_ifaddr = 1;
         else if (!strcmp(flag, "--seq-base"))
-            seq_base = strtoull(val, NULL, 10);
+            seq_base = parse_u64(prog, flag, val, USAGE);
         else if (!strcmp(flag, "--group"))
             group = parse_ipv4(prog, flag, val, USAGE), have_group = 1;
         else if (!strcmp(flag, "--group-port"))

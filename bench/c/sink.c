@@ -121,7 +121,7 @@ int main(int argc, char **argv)
         else if (!strcmp(flag, "--len"))
             expected_len = parse_long(prog, flag, val, 0, MAX_DATAGRAM, USAGE);
         else if (!strcmp(flag, "--min-seq"))
-            min_seq = strtoull(val, NULL, 10);
+            min_seq = parse_u64(prog, flag, val, USAGE);
         else if (!strcmp(flag, "--rcvbuf"))
             rcvbuf = parse_long(prog, flag, val, 4096, 1 << 30, USAGE);
         else {
@@ -167,13 +167,18 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     struct epoll_event events[64];
-    while (!stop_requested) {
-        int ready = epoll_wait(ep, events, 64, 200);
+    for (;;) {
+        /* After the stop signal, keep reading until nothing is left, so copies that
+         * arrived just before it are counted. */
+        int stopping = stop_requested;
+        int ready = epoll_wait(ep, events, 64, stopping ? 0 : 200);
         if (ready < 0) {
             if (errno == EINTR)
                 continue;
             die("epoll_wait");
         }
+        if (ready == 0 && stopping)
+            break;
         for (int e = 0; e < ready; e++) {
             struct member *m = &members[events[e].data.u32];
             for (;;) {

@@ -188,6 +188,14 @@ def _dump_json(obj, out):
     out.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def _running_or_saved_config(side, directory):
+    """The daemon's running config when it runs (it may differ from an unreloaded hand edit), else the file."""
+    reply = _query(side, "show", directory)
+    if reply is not None:
+        return reply["config"], "daemon"
+    return read_config_file(side, directory), "file"
+
+
 def run_show(action, directory, out):
     """multis_admin -S: the groups, from the daemon (with interface state) or the file."""
     reply = _query("server", "show", directory)
@@ -225,13 +233,13 @@ def run_show(action, directory, out):
 def run_server_list(action, directory, out):
     """multis_admin -L -m G: the members of one group."""
     config.parse_group_ip(action.group_ip, "-m")
-    cfg = read_config_file("server", directory)
+    cfg, source = _running_or_saved_config("server", directory)
     group = config.server_find_group(cfg, action.group_ip)
     if group is None:
         raise CommandFailed(EXIT_USAGE, "group %s is not configured; see the configured groups with multis_admin -S"
                             % action.group_ip)
     if action.json:
-        _dump_json({"group_ip": group["group_ip"], "group_port": group["group_port"],
+        _dump_json({"source": source, "group_ip": group["group_ip"], "group_port": group["group_port"],
                     "server_port": group["server_port"], "members": group["member_array"]}, out)
         return EXIT_OK
     out.write("group %s:%d, members receive on port %d\n"
@@ -242,10 +250,10 @@ def run_server_list(action, directory, out):
 
 def run_client_list(action, directory, out):
     """multic_admin -L: every configured server entry."""
-    cfg = read_config_file("client", directory)
+    cfg, source = _running_or_saved_config("client", directory)
     entries = cfg[config.CLIENT_TOP_KEY]
     if action.json:
-        _dump_json({"entries": entries, "interface": cfg.get("interface")}, out)
+        _dump_json({"source": source, "entries": entries, "interface": cfg.get("interface")}, out)
         return EXIT_OK
     out.write(format_table(("SERVER_IP", "SERVER_PORT", "GROUP_IP", "GROUP_PORT"),
                            [(e["server_ip"], e["server_port"], e["group_ip"], e["group_port"]) for e in entries]))

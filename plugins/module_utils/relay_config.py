@@ -116,10 +116,12 @@ def parse_port(value, what, allow_text=True):
 
 def parse_interface(value, what):
     """Validate a Linux interface name."""
-    if (not isinstance(value, str) or not value or len(value.encode("utf-8")) > _MAX_IFNAME
-            or value in (".", "..") or any(ch in value for ch in "/:") or any(ch.isspace() for ch in value)):
+    # The kernel would take more, but names outside printable ASCII are never
+    # what an operator meant and cannot be typed back on a command line.
+    if (not isinstance(value, str) or not 1 <= len(value) <= _MAX_IFNAME or value in (".", "..")
+            or any(not " " < ch < "\x7f" or ch in "/:" for ch in value)):
         raise ConfigError(what, "%s is not an interface name; give a name such as eth0 "
-                                "(1-15 characters, no '/', ':' or spaces)" % json.dumps(value))
+                                "(1-15 printable ASCII characters, no '/', ':' or spaces)" % json.dumps(value))
     return value
 
 
@@ -280,6 +282,9 @@ def _parse_json(text, source):
         return json.loads(text, object_pairs_hook=_reject_duplicate_json_keys)
     except ConfigError as exc:
         raise ConfigError("%s: %s" % (source, exc.path), exc.problem)
+    except RecursionError:
+        raise ConfigError(source, "JSON nested too deeply to be a relay config; fix the file or restore "
+                                  "the previous one")
     except ValueError as exc:
         # json.JSONDecodeError carries line/column; say where and how to recover.
         line = getattr(exc, "lineno", None)

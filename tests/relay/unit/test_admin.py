@@ -166,14 +166,14 @@ def test_check_config(tmp_path):
 def test_module_entry_points(tmp_path):
     env = dict(os.environ, PYTHONPATH=FILES_DIR, MULTICAST_CONF_DIR=str(tmp_path))
     result = subprocess.run([sys.executable, "-m", "multicast_proxy", "multis_admin", "-X"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
     assert result.returncode == 2
     assert "unknown option -X" in result.stderr and "usage:" in result.stderr
     result = subprocess.run([sys.executable, "-m", "multicast_proxy"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True)
+                            stderr=subprocess.PIPE, universal_newlines=True, check=False)
     assert result.returncode == 2 and "multis_admin" in result.stderr
     result = subprocess.run([sys.executable, "-m", "multicast_proxy", "multic_admin", "-H"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
     assert result.returncode == 0 and result.stdout.startswith("Usage:\nmultic_admin -A -i {ip}")
 
 

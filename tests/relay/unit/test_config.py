@@ -242,8 +242,8 @@ def test_server_set_group_modes():
     assert ports_only["multi_group_array"][0]["member_array"] == ["10.0.0.2", "10.0.0.3"]
     assert ports_only["multi_group_array"][0]["server_port"] == 7000
     created = c.server_set_group(cfg, "239.1.1.1", 7000, None, None)
-    assert c.server_find_group(created, "239.1.1.1") == {"group_ip": "239.1.1.1", "server_port": 7000,
-                                                          "group_port": 7000, "member_array": []}
+    assert c.server_find_group(created, "239.1.1.1") == {
+        "group_ip": "239.1.1.1", "server_port": 7000, "group_port": 7000, "member_array": []}
     assert error_of(c.server_set_group, cfg, "224.1.2.3", None, None, [], "merge").path == "member_mode"
     assert error_of(c.server_set_group, cfg, "224.9.9.9", None, None, [], "remove").path == "group_ip"
 

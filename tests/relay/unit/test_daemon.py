@@ -6,12 +6,15 @@ IP_MULTICAST_IF to 127.0.0.1, members and servers are 127.0.0.1.
 
 import json
 import os
+import pathlib
 import random
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -37,7 +40,7 @@ def random_group():
 
 
 def wait_for(predicate, what, attempts=200):
-    for _ in range(attempts):
+    for _attempt in range(attempts):
         if predicate():
             return
         time.sleep(0.05)
@@ -216,7 +219,7 @@ def test_server_frames_carry_group_source_tos_and_sequence(tmp_path, relays):
     sender.bind(("127.0.0.1", 0))
     for payload in (b"first", b"second"):
         sender.sendto(payload, (group, group_port))
-    frames = [frame.decode(member.recv(70000)) for _ in range(2)]
+    frames = [frame.decode(member.recv(70000)) for _frame in range(2)]
     started = server.request("stats")["started"]
     assert [f.payload for f in frames] == [b"first", b"second"]
     assert [f.seq for f in frames] == [(started << 32) + 1, (started << 32) + 2]
@@ -293,19 +296,25 @@ def test_control_protocol_and_reload(tmp_path, relays):
     reply = server.request("reload")
     assert not reply["ok"] and "multi_group_array[0].group_ip" in reply["error"]
     assert server.request("show")["config"]["multi_group_array"][0]["group_ip"] == group
-    # An edit through the CLI is applied at once.
+    # Read commands show what runs, even while the file holds an unapplied (here: broken) edit.
     env = dict(os.environ, PYTHONPATH=FILES_DIR, MULTICAST_CONF_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "multicast_proxy", "multis_admin", "-L", "-m", group, "--json"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["source"] == "daemon"
+    assert json.loads(result.stdout)["members"] == ["127.0.0.1"]
+    # An edit through the CLI is applied at once.
     write_server(tmp_path, group, 7000, 7001, ["127.0.0.1"])
     result = subprocess.run([sys.executable, "-m", "multicast_proxy", "multis_admin", "-A", "-m", group, "-j",
                              "127.0.0.2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            universal_newlines=True)
+                            universal_newlines=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "applied by the running daemon" in result.stdout
     (g,) = server.request("stats")["groups"]
     assert [m["member_ip"] for m in g["members"]] == ["127.0.0.1", "127.0.0.2"]
     assert (g["group_port"], g["server_port"]) == (7000, 7001)
     result = subprocess.run([sys.executable, "-m", "multicast_proxy", "multis_admin", "-P", "--json"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
     assert result.returncode == 0 and json.loads(result.stdout)["groups"][0]["group_ip"] == group
     # SIGHUP reloads too.
     write_server(tmp_path, group, 7000, 7001, ["127.0.0.3"])
@@ -375,7 +384,7 @@ def test_server_diff_apply_keeps_untouched_sockets(tmp_path):
     relay.log = daemon.setup_logging("server", str(tmp_path))
     relay.drop_log = daemon.DropLog(relay.log)
     a, b, c = random_group(), random_group(), random_group()
-    ports = [free_udp_port() for _ in range(3)]
+    ports = [free_udp_port() for _port in range(3)]
     try:
         relay.apply_config(config.validate_server_config({"multi_group_array": [
             group_entry(a, ports[0], 7000, ["127.0.0.1"]), group_entry(b, ports[1], 7000, ["127.0.0.1"])]}))
@@ -472,3 +481,37 @@ def test_drop_log_rate_limits_per_reason():
     assert drops.drop("malformed", "e")
     assert recorder.lines == ["drop malformed: a", "drop unknown_server: c",
                               "drop malformed: e (2 more malformed drops since the last message)"]
+
+
+def nobody_can_run_the_relay():
+    """root, runuser, and a system python3 that user nobody may run on this checkout."""
+    if os.geteuid() != 0 or not shutil.which("runuser") or not os.path.exists("/usr/bin/python3"):
+        return False
+    probe = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", "import multicast_proxy"],
+                           env=dict(os.environ, PYTHONPATH=FILES_DIR), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=False)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not nobody_can_run_the_relay(), reason="needs root, runuser and a checkout readable by nobody")
+def test_unprivileged_user_gets_a_clear_refusal(relays):
+    directory = tempfile.mkdtemp(prefix="h1x-perm-")
+    try:
+        os.chmod(directory, 0o755)
+        path = pathlib.Path(directory)
+        write_server(path, random_group(), free_udp_port(), free_udp_port(), [])
+        server = relays(path, "server")
+        server.wait_ready()
+        env = dict(os.environ, PYTHONPATH=FILES_DIR, MULTICAST_CONF_DIR=directory)
+        before = (path / config.SERVER_CONFIG_NAME).read_bytes()
+
+        def as_nobody(*argv):
+            return subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-m", "multicast_proxy"] + list(argv),
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
+        stats = as_nobody("multis_admin", "-P")
+        assert stats.returncode == 1 and "control socket is for root only" in stats.stderr
+        edit = as_nobody("multis_admin", "-A", "-m", "239.1.1.1", "-j", "10.0.0.2", "-p", "7000")
+        assert edit.returncode == 1 and "run the command as root" in edit.stderr
+        assert (path / config.SERVER_CONFIG_NAME).read_bytes() == before
+    finally:
+        shutil.rmtree(directory)

@@ -1053,6 +1053,16 @@ def measure_all(args, workdir):
             for impl_class in LATENCY_ORDER:
                 if impl_class.name in wanted:
                     latency.append(bench.measure_latency(impl_class(bench), run_index))
+    except BenchError as exc:
+        # Twenty minutes of figures are not thrown away because the last search failed.
+        if throughput or latency:
+            partial = os.path.join(args.out, args.name + "-partial.json")
+            with open(partial, "w") as handle:
+                json.dump({"error": str(exc), "environment": environment(args),
+                           "raw": {"throughput": throughput, "latency": latency}}, handle, indent=2, sort_keys=True)
+                handle.write("\n")
+            raise BenchError("%s\n(what was measured before is in %s)" % (exc, partial)) from None
+        raise
     finally:
         bench.processes.stop_all()
         topology.destroy()
@@ -1075,8 +1085,8 @@ def measure_all(args, workdir):
         handle.write("\n")
     title = "multicast relay benchmark%s%s, %s, %s" % (" (smoke run)" if args.quick else "",
                                                       " (relay under cProfile)" if args.profile_relay else "",
-                                                    report["environment"]["date"][:10],
-                                                    report["environment"]["cpu_model"][:40])
+                                                      report["environment"]["date"][:10],
+                                                      report["environment"]["cpu_model"][:40])
     write_plot(png_path, rows, lat_rows, title)
     print_table(rows, lat_rows)
     bench.say("wrote %s and %s in %.0f s" % (json_path, png_path, report["duration_seconds"]))

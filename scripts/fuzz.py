@@ -42,8 +42,8 @@ PRINTABLE_INPUT = 400
 class Findings:
     """Crashes and wrong decisions, grouped by kind so one bug is reported once, not a million times."""
 
-    def __init__(self, repro_dir):
-        self.repro_dir = repro_dir
+    def __init__(self):
+        self.repro_dir = None
         self.by_kind = {}
 
     def record(self, target, kind, data, detail, call):
@@ -54,7 +54,8 @@ class Findings:
             return
         text = repr(data)
         if len(text) > PRINTABLE_INPUT:
-            os.makedirs(self.repro_dir, exist_ok=True)
+            if self.repro_dir is None:
+                self.repro_dir = tempfile.mkdtemp(prefix="relay-fuzz-")
             path = os.path.join(self.repro_dir, "%s-%d-%d.repr" % (target, len(self.by_kind), entry["count"]))
             with open(path, "w") as handle:
                 handle.write(text)
@@ -351,7 +352,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(32)
     rng = random.Random(seed)
-    findings = Findings(tempfile.mkdtemp(prefix="relay-fuzz-"))
+    findings = Findings()
     print("fuzz seed %d, python %s" % (seed, platform.python_version()), flush=True)
 
     started = time.monotonic()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Unit tests of the modules, filters and templates (tests/unit), run with pytest
 # in a collection tree so ansible_collections.multicast.proxy resolves.
-# Extra arguments go to pytest.
+# Extra arguments go to pytest; without a test path, all of tests/unit runs.
 set -euo pipefail
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
 venv_bin="$repo_root/.venv/bin"
@@ -12,4 +12,10 @@ root=$(mktemp -d "$repo_root/build/units.XXXXXX")
 trap 'rm -rf "$root"' EXIT
 tree=$("$repo_root/scripts/collection-tree.sh" "$root")
 cd "$tree"
-PYTHONDONTWRITEBYTECODE=1 "$venv_bin/python" -m pytest -p no:cacheprovider tests/unit "$@"
+paths=(tests/unit)
+for argument in "$@"; do
+    case "$argument" in
+        tests/*) paths=() ;;
+    esac
+done
+PYTHONDONTWRITEBYTECODE=1 "$venv_bin/python" -m pytest -p no:cacheprovider "$@" "${paths[@]}"

@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 
-from . import cli, config, daemon
+from . import auth, cli, config, daemon
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -345,6 +345,18 @@ def run_check_config(action, out):
     return EXIT_OK
 
 
+def run_check_auth(action, out):
+    """Validate a key file as the daemon would load it (mode and owner included); prints key ids only."""
+    try:
+        keys = auth.read_key_file(action.file)
+    except config.ConfigError as exc:
+        raise CommandFailed(EXIT_USAGE, str(exc))
+    if keys is None:
+        raise CommandFailed(EXIT_USAGE, "cannot read %s: no such file" % action.file)
+    out.write("%s: valid, %s\n" % (action.file, auth.describe(keys)))
+    return EXIT_OK
+
+
 def run_reload_list(action, directory, out, stdin):
     side = _side(action.program)
     command = action.command
@@ -393,6 +405,8 @@ def execute(action, directory=None, out=None, err=None, stdin=None):
             return run_reload_list(action, directory, out, stdin)
         if action.command == "check_config":
             return run_check_config(action, out)
+        if action.command == "check_auth":
+            return run_check_auth(action, out)
         if action.command == "doctor":
             from . import doctor
             return doctor.run(_side(action.program), directory, out, as_json=action.json)

@@ -26,6 +26,7 @@ SERVER_USAGE = {
     "help": "multis_admin -H",
     "run": "multis_admin -R",
     "check_config": "multis_admin --check-config FILE",
+    "check_auth": "multis_admin --check-auth FILE",
     "doctor": "multis_admin --doctor [--json]",
 }
 
@@ -38,6 +39,7 @@ CLIENT_USAGE = {
     "help": "multic_admin -H",
     "run": "multic_admin -R",
     "check_config": "multic_admin --check-config FILE",
+    "check_auth": "multic_admin --check-auth FILE",
     "doctor": "multic_admin --doctor [--json]",
 }
 
@@ -52,6 +54,7 @@ multis_admin -S [--json]
 multis_admin -H
 multis_admin -R
 multis_admin --check-config FILE
+multis_admin --check-auth FILE
 multis_admin --doctor [--json]
 Options:
 -A/--add add multicast group
@@ -69,6 +72,7 @@ Options:
 -g/--gport multicast group port (default: the server port)
 --json machine-readable output of -P, -L, -S
 --check-config FILE validate a server config file
+--check-auth FILE validate an authentication key file (auth_keys.json)
 --doctor check this host for what breaks multicast delivery
 Files are in $MULTICAST_CONF_DIR (default /etc/multicast).
 """
@@ -82,6 +86,7 @@ multic_admin -L [--json]
 multic_admin -H
 multic_admin -R
 multic_admin --check-config FILE
+multic_admin --check-auth FILE
 multic_admin --doctor [--json]
 Options:
 -A/--add add multicast server ip and port
@@ -97,6 +102,7 @@ Options:
 -m/--multi_ip multicast ip
 --json machine-readable output of -P, -L
 --check-config FILE validate a client config file
+--check-auth FILE validate an authentication key file (auth_keys.json)
 --doctor check this host for what breaks multicast delivery
 Files are in $MULTICAST_CONF_DIR (default /etc/multicast).
 """
@@ -135,7 +141,10 @@ _CLIENT_FLAGS = (
     ("i", "ip", "server_ip", True), ("g", "gport", "group_port", True), ("s", "sport", "server_port", True),
     ("m", "multi_ip", "group_ip", True),
 )
-_EXTRA_LONG = (("json", "json", False), ("check-config", "file", True), ("doctor", "doctor", False))
+_EXTRA_LONG = (("json", "json", False), ("check-config", "file", True), ("check-auth", "auth_file", True),
+               ("doctor", "doctor", False))
+# Options that are a command of their own and name the file it reads.
+_FILE_COMMANDS = {"file": "check_config", "auth_file": "check_auth"}
 _COMMAND_WORDS = ("add", "delete", "clear", "stats", "show", "list", "run", "help", "doctor")
 
 # For each command: (options it needs, options it may take).  -A on the
@@ -151,6 +160,7 @@ _SERVER_RULES = {
     "run": ((), ()),
     "help": ((), ()),
     "check_config": (("file",), ()),
+    "check_auth": (("file",), ()),
     "doctor": ((), ("json",)),
 }
 _CLIENT_RULES = {
@@ -162,6 +172,7 @@ _CLIENT_RULES = {
     "run": ((), ()),
     "help": ((), ()),
     "check_config": (("file",), ()),
+    "check_auth": (("file",), ()),
     "doctor": ((), ("json",)),
 }
 
@@ -252,13 +263,13 @@ def parse_admin(program, argv):
     values = {}
     labels = {}
     for field, value, label in _tokenize(program, argv, flags, usage_all):
-        if field in _COMMAND_WORDS or field == "file":
-            word = "check_config" if field == "file" else field
+        if field in _COMMAND_WORDS or field in _FILE_COMMANDS:
+            word = _FILE_COMMANDS.get(field, field)
             if command is not None and command != word:
                 raise UsageError("%s and %s cannot be used together; give one command" % (command_label, label),
                                  usage_all)
             command, command_label = word, label
-            if field == "file":
+            if field in _FILE_COMMANDS:
                 values["file"] = value
             continue
         if field in values:

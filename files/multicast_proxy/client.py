@@ -10,8 +10,9 @@ import selectors
 import socket
 import struct
 
-from . import config, frame, netinfo
+from . import auth, config, frame, netinfo, rawsend
 from .daemon import Daemon, set_buffer
+from .replay import ReplayWindow
 from .sequence import SequenceTracker
 
 # Room for a burst of ~10,000 datagrams while the relay is busy with another
@@ -19,12 +20,13 @@ from .sequence import SequenceTracker
 RECV_BUFFER = 32 << 20
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 BATCH = 64
-CLIENT_DROP_REASONS = ("malformed", "bad_version", "unknown_server", "unknown_group", "deliver_error")
+CLIENT_DROP_REASONS = ("malformed", "bad_version", "unknown_server", "unknown_group", "deliver_error",
+                       "receive_error") + auth.AUTH_DROP_REASONS + ("replay",)
 
 
 class Entry:
-    __slots__ = ("server_ip", "server_port", "group_ip", "group_port", "destination", "targets", "interfaces",
-                 "rx_packets", "rx_bytes", "delivered_packets", "delivered_bytes", "tracker")
+    __slots__ = ("server_ip", "server_port", "group_ip", "group_port", "destination", "targets", "interfaces", "raw",
+                 "rx_packets", "rx_bytes", "delivered_packets", "delivered_bytes", "tracker", "replay")
 
     def __init__(self, server_ip, server_port, group_ip, group_port):
         self.server_ip = server_ip
@@ -33,12 +35,16 @@ class Entry:
         self.group_port = group_port
         self.destination = (group_ip, group_port)
         self.targets = ()
+        # True: re-deliver through rawsend with the original source (VRRP, preserve_source).
+        self.raw = False
         self.interfaces = ()
         self.rx_packets = 0
         self.rx_bytes = 0
         self.delivered_packets = 0
         self.delivered_bytes = 0
         self.tracker = SequenceTracker()
+        # Used only while keys are configured (see replay.py).
+        self.replay = ReplayWindow()
 
     @property
     def key(self):
@@ -80,21 +86,27 @@ class ClientDaemon(Daemon):
         self.servers = set()    # configured server addresses
         self.listeners = {}     # (local address, server port) -> socket
         self._local_addresses = set()
-        self.delivery = {}      # interface -> socket
+        self.delivery = {}      # (interface, raw) -> UDP socket or rawsend.RawDelivery
         self.drops = dict.fromkeys(CLIENT_DROP_REASONS, 0)
         self.listen_errors = {}
         self.buffer = bytearray(frame.MAX_UDP_PAYLOAD + 1)
         self.view = memoryview(self.buffer)
         self._igmp_text = None
+        self.verifier = None    # auth.Verifier while auth_keys.json exists
 
     def load_config_text(self, text):
         return config.load_client_config(text, self.config_path)
+
+    def apply_auth(self, keys):
+        self.verifier = auth.Verifier(keys, self.verifier) if keys is not None else None
 
     def apply_config(self, cfg):
         changes = {"added": [], "removed": [], "ports_opened": [], "ports_closed": [], "errors": []}
         wanted = {}
         for item in cfg[config.CLIENT_TOP_KEY]:
             entry = Entry(item["server_ip"], item["server_port"], item["group_ip"], item["group_port"])
+            entry.raw = bool(item.get("protocol") == "vrrp" or item.get("preserve_source")
+                             or cfg.get("preserve_source"))
             wanted[entry.key] = entry
         for key in list(self.entries):
             if key not in wanted:
@@ -104,6 +116,8 @@ class ClientDaemon(Daemon):
             if key not in self.entries:
                 self.entries[key] = entry
                 changes["added"].append(self._describe(entry))
+            else:
+                self.entries[key].raw = entry.raw
         self.servers = set(e.server_ip for e in self.entries.values())
         self._local_addresses = netinfo.local_addresses()
         self._sync_listeners(changes)
@@ -199,22 +213,23 @@ class ClientDaemon(Daemon):
                     interfaces = ["lo"]
             targets = []
             for interface in interfaces:
-                sock = self.delivery.get(interface) or needed.get(interface)
+                pool_key = (interface, entry.raw)
+                sock = self.delivery.get(pool_key) or needed.get(pool_key)
                 if sock is None:
                     try:
-                        sock = open_delivery_socket(interface)
+                        sock = rawsend.RawDelivery(interface) if entry.raw else open_delivery_socket(interface)
                     except (OSError, netinfo.InterfaceError) as exc:
                         self.drop_log.drop("interface", "cannot deliver on %s: %s" % (interface, exc))
                         continue
-                needed[interface] = sock
+                needed[pool_key] = sock
                 targets.append(sock)
             if tuple(interfaces) != entry.interfaces:
                 self.log.info("group %s:%d from %s delivered on %s", entry.group_ip, entry.group_port,
                               entry.server_ip, ", ".join(interfaces))
             entry.interfaces = tuple(interfaces)
             entry.targets = tuple(targets)
-        for interface, sock in list(self.delivery.items()):
-            if interface not in needed:
+        for pool_key, sock in list(self.delivery.items()):
+            if pool_key not in needed:
                 sock.close()
         self.delivery = needed
 
@@ -247,10 +262,11 @@ class ClientDaemon(Daemon):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
+                drops["receive_error"] += 1
                 self.drop_log.drop("receive_error", "port %d: %s" % (port, exc))
                 return
             try:
-                (_flags, _proto, _tos, _key_id, group_addr, group_port, _src_addr, _src_port, seq,
+                (flags, proto, tos, key_id, group_addr, group_port, src_addr, src_port, seq,
                  start, end) = frame.parse_from(buffer, nbytes)
             except frame.FrameError as exc:
                 drops[exc.reason] += 1
@@ -258,11 +274,25 @@ class ClientDaemon(Daemon):
                 continue
             entry = entries.get((source[0], port, group_addr, group_port))
             if entry is None:
+                # Group port 0: the entry takes every port of the group (capture mode, any port).
+                entry = entries.get((source[0], port, group_addr, 0))
+            if entry is None:
                 reason = "unknown_group" if source[0] in self.servers else "unknown_server"
                 drops[reason] += 1
                 self.drop_log.drop(reason, "frame from %s:%d on port %d for %s:%d matches no entry" % (
                     source[0], source[1], port, frame.int_to_ip(group_addr), group_port))
                 continue
+            verifier = self.verifier
+            if verifier is not None:
+                reason = verifier.check(view, flags, key_id, end)
+                if reason is None and not entry.replay.admit(seq):
+                    reason = "replay"
+                if reason is not None:
+                    drops[reason] += 1
+                    self.drop_log.drop(reason, "frame from %s:%d for %s:%d, key id %d, sequence %016x" % (
+                        source[0], source[1], entry.group_ip, entry.group_port, key_id, seq))
+                    continue
+                verifier.accepted[key_id] += 1
             entry.rx_packets += 1
             length = end - start
             entry.rx_bytes += length
@@ -273,13 +303,17 @@ class ClientDaemon(Daemon):
                     entry.group_ip, entry.group_port, ", ".join(entry.interfaces)))
                 continue
             payload = view[start:end]
+            destination = entry.destination if entry.group_port else (entry.group_ip, group_port)
             for target in entry.targets:
                 try:
-                    target.sendto(payload, entry.destination)
-                except OSError as exc:
+                    if entry.raw:
+                        target.send(proto, tos, src_addr, src_port, group_addr, group_port, payload)
+                    else:
+                        target.sendto(payload, destination)
+                except (OSError, ValueError) as exc:
                     drops["deliver_error"] += 1
                     self.drop_log.drop("deliver_error", "group %s:%d: %s" % (
-                        entry.group_ip, entry.group_port, exc.strerror or exc))
+                        entry.group_ip, entry.group_port, getattr(exc, "strerror", None) or exc))
                 else:
                     entry.delivered_packets += 1
                     entry.delivered_bytes += length
@@ -287,6 +321,7 @@ class ClientDaemon(Daemon):
 
     def stats(self):
         return {"side": "client", "started": int(self.started), "drops": dict(self.drops),
+                "auth": self.verifier.as_dict() if self.verifier is not None else None,
                 "listen_errors": sorted(self.listen_errors.values()),
                 "entries": [e.as_dict() for e in self.entries.values()]}
 

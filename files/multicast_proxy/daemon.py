@@ -13,16 +13,19 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import sys
 import time
 
-from . import config
+from . import auth, config
 
 DEFAULT_CONF_DIR = "/etc/multicast"
 CONTROL_TIMEOUT = 5.0
 # Repeated drop messages (a misbehaving sender can cause thousands a second)
 # are logged once per reason per this many seconds, with a count.
 DROP_LOG_INTERVAL = 60.0
+SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
+_PEERCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 
 SIDES = {
     "server": {"config": config.SERVER_CONFIG_NAME, "log": "server_log.txt", "socket": "multis.sock",
@@ -166,6 +169,7 @@ class Daemon:
         self.started = time.time()
         self.stopping = False
         self._control = None
+        self.control_refused = 0  # connections from other users than root (or our own uid)
         self._wakeup_r = None
         self._wakeup_w = None
         self._pending_signals = []
@@ -188,6 +192,10 @@ class Daemon:
     def close_data_sockets(self):
         raise NotImplementedError
 
+    def apply_auth(self, keys):
+        """Start tagging (server) or checking (client) with ``keys``; None turns authentication off."""
+        raise NotImplementedError
+
     def tick(self):
         """Called about once a second."""
 
@@ -200,6 +208,10 @@ class Daemon:
             text = ""
         return self.load_config_text(text)
 
+    def read_auth_keys(self):
+        """The validated key file, or None without one; raises config.ConfigError (which never holds a secret)."""
+        return auth.read_key_file(auth.key_file_path(self.directory))
+
     def start(self):
         """Check for another instance, load the config, open every socket."""
         if not os.path.isdir(self.directory):
@@ -209,6 +221,7 @@ class Daemon:
         self._open_control_socket()
         try:
             cfg = self.read_config()
+            keys = self.read_auth_keys()
         except config.ConfigError as exc:
             self._close_control_socket()
             raise DaemonError("%s; fix the file, the daemon did not start" % exc, exit_code=2)
@@ -216,6 +229,8 @@ class Daemon:
             self._close_control_socket()
             raise DaemonError("cannot read %s: %s" % (self.config_path, exc.strerror))
         self._install_signals()
+        self.apply_auth(keys)
+        self.log.info("authentication: %s", auth.describe(keys))
         changes = self.apply_config(cfg)
         self.cfg = cfg
         self.log.info("%s started (pid %d, config %s): %s", SIDES[self.side]["program"], os.getpid(),
@@ -257,10 +272,14 @@ class Daemon:
         try:
             try:
                 cfg = self.read_config()
+                keys = self.read_auth_keys()
             except (config.ConfigError, OSError) as exc:
                 self.log.error("reload (%s) refused, still running the previous config: %s", origin, exc)
-                return {"ok": False, "error": "%s; the daemon keeps running the previous config" % exc}
+                return {"ok": False, "error": "%s; the daemon keeps running the previous config and keys" % exc}
+            # Keys first: a group added by this reload must not send one untagged frame.
+            self.apply_auth(keys)
             changes = self.apply_config(cfg)
+            changes["auth"] = auth.describe(keys)
             self.cfg = cfg
             self.log.info("reload (%s) applied: %s", origin, json.dumps(changes, sort_keys=True))
             return {"ok": True, "changes": changes}
@@ -312,6 +331,14 @@ class Daemon:
         # the data path for longer than this.
         conn.settimeout(1.0)
         try:
+            # The socket's mode already keeps others out; this holds even if
+            # someone loosened the mode or the directory by hand.
+            peer_uid = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, SO_PEERCRED, _PEERCRED.size))[1]
+            if peer_uid not in (0, os.geteuid()):
+                self.control_refused += 1
+                conn.sendall(b'{"error": "the control socket is for root only", "ok": false}\n')
+                self.drop_log.drop("control_refused", "control connection from uid %d refused" % peer_uid)
+                return
             line = _read_line(conn)
             reply = self._dispatch(line)
             conn.sendall(json.dumps(reply, sort_keys=True).encode("utf-8") + b"\n")
@@ -331,7 +358,7 @@ class Daemon:
         if cmd == "reload":
             return self.reload("control socket")
         if cmd == "stats":
-            return dict(self.stats(), ok=True)
+            return dict(self.stats(), ok=True, control_refused=self.control_refused)
         if cmd == "show":
             return dict(self.show(), ok=True)
         return {"ok": False, "error": "unknown command %r; use ping, reload, stats or show" % (cmd,)}

@@ -12,7 +12,7 @@ import socket
 import struct
 import time
 
-from . import config, frame, netinfo
+from . import auth, capture, config, frame, netinfo
 from .daemon import Daemon, set_buffer
 
 # Socket options the socket module of older Pythons may lack (Linux values).
@@ -33,7 +33,8 @@ ANC_SIZE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(4)
 # Seconds between attempts to join groups that failed (no route, no interface yet).
 RETRY_INTERVAL = 30.0
 
-GROUP_DROP_REASONS = ("loop", "oversize", "receive_error")
+# fragment and malformed happen only in capture mode (see capture.py).
+GROUP_DROP_REASONS = ("loop", "oversize", "receive_error", "fragment", "malformed")
 
 
 class Member:
@@ -55,9 +56,10 @@ class Member:
 class Group:
     """A joined group socket and its counters."""
 
-    def __init__(self, group_ip, group_port, interface, seq_base):
+    def __init__(self, group_ip, group_port, interface, seq_base, mode=capture.MODE_SOCKET):
         self.group_ip = group_ip
         self.group_port = group_port
+        self.mode = mode
         self.group_addr = frame.ip_to_int(group_ip)
         self.interface = interface
         self.server_port = None
@@ -71,10 +73,14 @@ class Group:
 
     @property
     def key(self):
-        return (self.group_ip, self.group_port, self.interface)
+        return (self.group_ip, self.group_port, self.interface, self.mode)
 
     def open(self):
-        """Bind group_ip:group_port and join on the explicit interface."""
+        """Bind group_ip:group_port and join on the explicit interface (capture mode: see capture.py)."""
+        if self.mode != capture.MODE_SOCKET:
+            self.sock = capture.open_capture_socket(self.interface, self.group_ip, self.group_port, self.mode,
+                                                    set_buffer)
+            return
         ifindex = netinfo.interface_index(self.interface)
         address = netinfo.interface_address(self.interface) or "0.0.0.0"
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -121,7 +127,7 @@ class Group:
 
     def as_dict(self):
         return {"group_ip": self.group_ip, "group_port": self.group_port, "server_port": self.server_port,
-                "interface": self.interface, "state": "error" if self.error else "joined",
+                "interface": self.interface, "mode": self.mode, "state": "error" if self.error else "joined",
                 "error": self.error, "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
                 "drops": dict(self.drops), "members": [m.as_dict() for m in self.members]}
 
@@ -136,12 +142,19 @@ class ServerDaemon(Daemon):
         self.buffer = bytearray(frame.HEADER_LEN + frame.MAX_PAYLOAD)
         self.view = memoryview(self.buffer)
         self.payload_view = self.view[frame.HEADER_LEN:]
+        # Capture mode reads whole IP packets here and copies the payload out.
+        self.capture_buffer = bytearray(capture.CAPTURE_BUFFER)
+        self.local_addresses = capture.read_local_addresses()
         self.sender = None
+        self.signer = None      # auth.Signer while auth_keys.json exists
         self._src_cache = {}
         self._next_retry = 0.0
 
     def load_config_text(self, text):
         return config.load_server_config(text, self.config_path)
+
+    def apply_auth(self, keys):
+        self.signer = auth.Signer(keys) if keys is not None else None
 
     def _open_sender(self):
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -174,13 +187,15 @@ class ServerDaemon(Daemon):
             else:
                 error = ""
             current = self.groups.get(group_ip)
-            if current is not None and current.key == (group_ip, entry["group_port"], interface) and not current.error:
+            mode = capture.group_mode(entry)
+            if current is not None and current.key == (group_ip, entry["group_port"], interface, mode) \
+                    and not current.error:
                 before = ([m.ip for m in current.members], current.server_port)
                 current.set_members(entry["member_array"], entry["server_port"])
                 if before != (entry["member_array"], entry["server_port"]):
                     changes["updated"].append(group_ip)
                 continue
-            group = Group(group_ip, entry["group_port"], interface, self.seq_base)
+            group = Group(group_ip, entry["group_port"], interface, self.seq_base, mode)
             if current is not None:
                 # Counters and sequence survive a rejoin, so -P stays meaningful.
                 group.rx_packets, group.rx_bytes, group.seq = current.rx_packets, current.rx_bytes, current.seq
@@ -206,12 +221,15 @@ class ServerDaemon(Daemon):
                 changes["errors"].append({"group_ip": group_ip, "error": group.error})
             else:
                 self.selector.register(group.sock, selectors.EVENT_READ, self._make_reader(group))
-                self.log.info("group %s:%d joined on %s, %d members, server port %d", group_ip, group.group_port,
-                              interface, len(group.members), group.server_port)
+                self.log.info("group %s:%d joined on %s (%s), %d members, server port %d", group_ip,
+                              group.group_port, interface, mode, len(group.members), group.server_port)
         return changes
 
     def tick(self):
         """Retry failed groups now and then: an interface or route may appear after boot."""
+        # Capture mode's loop guard needs the current addresses (a VRRP
+        # virtual address comes and goes).
+        self.local_addresses = capture.read_local_addresses()
         now = time.monotonic()
         if now < self._next_retry:
             return
@@ -240,17 +258,18 @@ class ServerDaemon(Daemon):
         return "%d groups joined, %d with errors" % (joined, len(self.groups) - joined)
 
     def _make_reader(self, group):
+        if group.mode != capture.MODE_SOCKET:
+            def on_captured(sock):
+                capture.relay_captured(self, group, sock)
+            return on_captured
+
         def on_readable(sock):
             self._relay(group, sock)
         return on_readable
 
     def _relay(self, group, sock):
         """Receive up to BATCH datagrams and fan each out to every member."""
-        buffer = self.buffer
-        view = self.view
         payload_view = self.payload_view
-        sender = self.sender
-        members = group.members
         src_cache = self._src_cache
         max_payload = frame.MAX_PAYLOAD
         for _attempt in range(BATCH):
@@ -280,32 +299,50 @@ class ServerDaemon(Daemon):
                 self.drop_log.drop("oversize", "group %s: datagram from %s:%d larger than %d bytes"
                                    % (group.group_ip, source[0], source[1], max_payload))
                 continue
-            group.rx_packets += 1
-            group.rx_bytes += nbytes
-            group.seq += 1
             src_addr = src_cache.get(source[0])
             if src_addr is None:
                 if len(src_cache) > 4096:
                     src_cache.clear()
                 src_addr = src_cache[source[0]] = frame.ip_to_int(source[0])
-            frame.pack_header_into(buffer, group.group_addr, group.group_port, src_addr, source[1],
-                                   group.seq, tos)
-            out = view[:frame.HEADER_LEN + nbytes]
-            for member in members:
-                try:
-                    sender.sendto(out, member.address)
-                except OSError as exc:
-                    member.send_errors += 1
-                    member.last_error = ("send buffer full (EAGAIN)" if isinstance(exc, BlockingIOError)
-                                         else exc.strerror or str(exc))
-                    self.drop_log.drop("send_error", "member %s: %s" % (member.ip, member.last_error))
-                else:
-                    member.tx_packets += 1
-                    member.tx_bytes += nbytes
-            out.release()
+            self.send_frame(group, nbytes, src_addr, source[1], tos, group.group_port, frame.PROTO_UDP)
+
+    def send_frame(self, group, nbytes, src_addr, src_port, tos, group_port, proto):
+        """Count the datagram whose payload is in payload_view[:nbytes] and send one frame to every member."""
+        signer = self.signer
+        if signer is not None and nbytes > frame.MAX_PAYLOAD - frame.TAG_LEN:
+            group.drops["oversize"] += 1
+            self.drop_log.drop("oversize", "group %s: datagram of %d bytes leaves no room for the %d-byte tag"
+                               % (group.group_ip, nbytes, frame.TAG_LEN))
+            return
+        group.rx_packets += 1
+        group.rx_bytes += nbytes
+        group.seq += 1
+        if signer is None:
+            frame.pack_header_into(self.buffer, group.group_addr, group_port, src_addr, src_port, group.seq, tos,
+                                   proto=proto)
+            length = frame.HEADER_LEN + nbytes
+        else:
+            frame.pack_header_into(self.buffer, group.group_addr, group_port, src_addr, src_port, group.seq, tos,
+                                   flags=frame.FLAG_TAG, proto=proto, key_id=signer.key_id)
+            length = signer.sign_into(self.view, frame.HEADER_LEN + nbytes)
+        sender = self.sender
+        out = self.view[:length]
+        for member in group.members:
+            try:
+                sender.sendto(out, member.address)
+            except OSError as exc:
+                member.send_errors += 1
+                member.last_error = ("send buffer full (EAGAIN)" if isinstance(exc, BlockingIOError)
+                                     else exc.strerror or str(exc))
+                self.drop_log.drop("send_error", "member %s: %s" % (member.ip, member.last_error))
+            else:
+                member.tx_packets += 1
+                member.tx_bytes += nbytes
+        out.release()
 
     def stats(self):
         return {"side": "server", "started": int(self.started),
+                "auth": {"send_key_id": self.signer.key_id} if self.signer is not None else None,
                 "groups": [self.groups[g].as_dict() for g in sorted(self.groups, key=frame.ip_to_int)]}
 
     def show(self):

@@ -114,7 +114,11 @@ def _facts(host_vars):
 
 
 def host_address(host, hostvars):
-    """The relay address of a host (see the module docstring of the roles' README)."""
+    """The relay address of a host.
+
+    ``multicast_proxy_address``, else the IPv4 address of
+    ``multicast_proxy_interface`` from facts, else ``ansible_default_ipv4``.
+    """
     host_vars = hostvars[host]
     address = host_vars.get("multicast_proxy_address")
     if address:

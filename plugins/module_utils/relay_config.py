@@ -4,7 +4,8 @@
 """The one config model of the multicast relay.
 
 Parsing, validation and pure edit operations for ``server_cfg.json.txt`` and
-``client_cfg.json.txt``, plus the lock every writer takes.  The relay package
+``client_cfg.json.txt``, validation of the authentication key file
+``auth_keys.json``, plus the lock every writer takes.  The relay package
 (``files/multicast_proxy/config.py`` is a symlink to this file) and the Ansible
 modules share it, so a rule is enforced in exactly one place.
 
@@ -13,6 +14,8 @@ they return a new, validated config.  Every error is a ``ConfigError`` whose
 message names the JSON path that is wrong and says what to do about it.
 """
 
+import base64
+import binascii
 import fcntl
 import json
 import os
@@ -27,8 +30,13 @@ MAX_CLIENT_ENTRIES = 4096
 SERVER_TOP_KEY = "multi_group_array"
 CLIENT_TOP_KEY = "multi_server_info_array"
 
-_GROUP_KEYS = ("group_ip", "server_port", "group_port", "member_array", "interface")
-_CLIENT_ENTRY_KEYS = ("server_ip", "server_port", "group_ip", "group_port")
+_GROUP_KEYS = ("group_ip", "server_port", "group_port", "member_array", "interface", "protocol", "capture")
+_CLIENT_ENTRY_KEYS = ("server_ip", "server_port", "group_ip", "group_port", "protocol", "preserve_source")
+# What a group carries: UDP datagrams (the default, never written back) or
+# VRRP advertisements (IP protocol 112), which only exist on VRRP_GROUP and
+# have no ports.
+PROTOCOLS = ("udp", "vrrp")
+VRRP_GROUP = "224.0.0.18"
 _MEMBER_MODES = ("exact", "add", "remove")
 # Linux interface names are at most IFNAMSIZ - 1 = 15 bytes.
 _MAX_IFNAME = 15
@@ -174,15 +182,63 @@ def empty_client_config():
     return {CLIENT_TOP_KEY: []}
 
 
+def _parse_flag(obj, key, path):
+    """An optional JSON boolean; None when absent."""
+    if key not in obj:
+        return None
+    if not isinstance(obj[key], bool):
+        raise ConfigError(path + key, "expected true or false, found %s" % _json_type(obj[key]))
+    return obj[key]
+
+
+def _protocol_and_group_port(obj, path, default_port, any_port_ok):
+    """The protocol of a group or client entry and its group port (0 = any port).
+
+    ``default_port`` is the group port of a UDP entry without one (None: the
+    key is required); ``any_port_ok`` says whether a UDP group port 0 is
+    allowed here, else it is the error message to give.
+    """
+    protocol = obj.get("protocol", "udp")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(path + ".protocol", "%s is not a protocol; use \"udp\" (the default) or \"vrrp\""
+                          % json.dumps(protocol))
+    port_path = path + ".group_port"
+    if "group_port" in obj:
+        value = obj["group_port"]
+        if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+            group_port = 0
+        else:
+            group_port = parse_port(value, port_path, allow_text=False)
+    elif protocol == "vrrp":
+        group_port = 0
+    elif default_port is None:
+        raise ConfigError(port_path, "missing; every entry needs this key")
+    else:
+        group_port = default_port
+    if protocol == "vrrp":
+        if obj["group_ip"] != VRRP_GROUP:
+            raise ConfigError(path + ".group_ip", "VRRP advertisements are sent to %s, not %s; set group_ip to %s"
+                              % (VRRP_GROUP, obj["group_ip"], VRRP_GROUP))
+        if group_port != 0:
+            raise ConfigError(port_path, "VRRP has no ports; remove group_port or set it to 0")
+    elif group_port == 0 and any_port_ok is not True:
+        raise ConfigError(port_path, any_port_ok)
+    return protocol, group_port
+
+
 def _validate_group(group, path):
     _require_dict(group, path, '{"group_ip": ..., "server_port": ..., "member_array": [...]}')
     _reject_unknown_keys(group, _GROUP_KEYS, path)
     group_ip = parse_group_ip(_require_key(group, "group_ip", path), path + ".group_ip")
     server_port = parse_port(_require_key(group, "server_port", path), path + ".server_port", allow_text=False)
-    if "group_port" in group:
-        group_port = parse_port(group["group_port"], path + ".group_port", allow_text=False)
-    else:
-        group_port = server_port
+    capture = _parse_flag(group, "capture", path + ".")
+    protocol, group_port = _protocol_and_group_port(
+        group, path, server_port, True if capture else
+        "0 means any port of the group, which only capture mode can see; add \"capture\": true or give a "
+        "port 1-65535")
+    if protocol == "vrrp" and capture is False:
+        raise ConfigError(path + ".capture", "a VRRP group is always captured from the interface; remove "
+                                             "\"capture\": false")
     members_path = path + ".member_array"
     members = _require_key(group, "member_array", path)
     _require_list(members, members_path)
@@ -204,6 +260,11 @@ def _validate_group(group, path):
     }
     if "interface" in group:
         normalized["interface"] = parse_interface(group["interface"], path + ".interface")
+    # Written back only when not the default, so seed-format files round-trip unchanged.
+    if protocol != "udp":
+        normalized["protocol"] = protocol
+    if capture:
+        normalized["capture"] = True
     return normalized
 
 
@@ -238,7 +299,7 @@ def _client_entry_key(entry):
 def validate_client_config(obj):
     """Return a normalized deep copy of a client config or raise ConfigError."""
     _require_dict(obj, "(top level)", '{"multi_server_info_array": [...]}')
-    _reject_unknown_keys(obj, (CLIENT_TOP_KEY, "interface"), "")
+    _reject_unknown_keys(obj, (CLIENT_TOP_KEY, "interface", "preserve_source"), "")
     entries = obj.get(CLIENT_TOP_KEY, [])
     _require_list(entries, CLIENT_TOP_KEY)
     if len(entries) > MAX_CLIENT_ENTRIES:
@@ -254,8 +315,14 @@ def validate_client_config(obj):
             "server_ip": parse_unicast_ip(_require_key(entry, "server_ip", path), path + ".server_ip"),
             "server_port": parse_port(_require_key(entry, "server_port", path), path + ".server_port", allow_text=False),
             "group_ip": parse_group_ip(_require_key(entry, "group_ip", path), path + ".group_ip"),
-            "group_port": parse_port(_require_key(entry, "group_port", path), path + ".group_port", allow_text=False),
         }
+        # A client entry with group port 0 accepts every port of the group
+        # (from a server group in capture mode with group port 0).
+        protocol, normalized["group_port"] = _protocol_and_group_port(entry, path, None, True)
+        if protocol != "udp":
+            normalized["protocol"] = protocol
+        if _parse_flag(entry, "preserve_source", path + "."):
+            normalized["preserve_source"] = True
         key = _client_entry_key(normalized)
         if key in seen:
             raise ConfigError(path, "server %s, group %s:%d is already listed at %s[%d]; remove the duplicate"
@@ -265,6 +332,8 @@ def validate_client_config(obj):
     result = {CLIENT_TOP_KEY: normalized_entries}
     if "interface" in obj:
         result["interface"] = parse_interface(obj["interface"], "interface")
+    if _parse_flag(obj, "preserve_source", ""):
+        result["preserve_source"] = True
     return result
 
 
@@ -427,10 +496,17 @@ def server_delete(cfg, group_ip):
     return new_cfg
 
 
+def _entry_group_port(value, what):
+    """A group port as entries hold it: 1..65535, or 0 (VRRP, any port)."""
+    if value in (0, "0") and not isinstance(value, bool):
+        return 0
+    return parse_port(value, what)
+
+
 def client_find(cfg, server_ip=None, group_port=None, group_ip=None):
     """Entries matching every given criterion (copies)."""
     if group_port is not None:
-        group_port = parse_port(group_port, "group_port")
+        group_port = _entry_group_port(group_port, "group_port")
     return [dict(entry) for entry in cfg.get(CLIENT_TOP_KEY, [])
             if (server_ip is None or entry["server_ip"] == server_ip)
             and (group_port is None or entry["group_port"] == group_port)
@@ -458,7 +534,7 @@ def client_add(cfg, server_ip, group_port, server_port, group_ip):
 def client_delete(cfg, server_ip, group_port, group_ip=None):
     """``multic_admin -D -i IP -g PORT [-m G]``: remove the matching entries."""
     server_ip = parse_unicast_ip(server_ip, "server_ip")
-    group_port = parse_port(group_port, "group_port")
+    group_port = _entry_group_port(group_port, "group_port")
     if group_ip is not None:
         group_ip = parse_group_ip(group_ip, "group_ip")
     new_cfg = validate_client_config(cfg)
@@ -470,6 +546,93 @@ def client_delete(cfg, server_ip, group_port, group_ip=None):
         raise ConfigError("multi_server_info_array", "no entry for %s; see the configured entries with -L" % wanted)
     new_cfg[CLIENT_TOP_KEY] = [e for e in new_cfg[CLIENT_TOP_KEY] if e not in doomed]
     return new_cfg
+
+
+# -- authentication keys ----------------------------------------------------
+#
+# ``auth_keys.json`` in the config directory, mode 0600, owned by root:
+#     {"send_key_id": 2, "keys": [{"id": 1, "secret": "<hex or base64>"}, {"id": 2, ...}]}
+# A server tags frames with ``send_key_id``; a client accepts every listed key,
+# which is what makes a rotation lossless.  Secrets never appear in an error
+# message: only key ids and JSON paths do.
+
+AUTH_KEYS_NAME = "auth_keys.json"
+MIN_SECRET_BYTES = 32
+MAX_SECRET_BYTES = 1024
+MAX_AUTH_KEYS = 16
+# The frame's key id is one byte and 0 means "no authentication".
+MAX_KEY_ID = 255
+_AUTH_TOP_KEYS = ("send_key_id", "keys")
+_AUTH_KEY_KEYS = ("id", "secret")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def _decode_secret(value, path):
+    """Hex when the text is only hex digits, else strict base64; at least MIN_SECRET_BYTES bytes."""
+    if not isinstance(value, str):
+        raise ConfigError(path, "expected a string (hex or base64), found %s" % _json_type(value))
+    text = value.strip()
+    if text and all(c in _HEX_DIGITS for c in text):
+        if len(text) % 2:
+            raise ConfigError(path, "hex secret has an odd number of digits; generate one with "
+                                    "`openssl rand -hex 32`")
+        secret = binascii.unhexlify(text)
+    else:
+        try:
+            secret = base64.b64decode(text.encode("ascii"), validate=True)
+        except (ValueError, UnicodeEncodeError):
+            raise ConfigError(path, "neither hex nor valid base64; generate a secret with `openssl rand -hex 32`")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(path, "secret of %d bytes is too short; use at least %d random bytes "
+                                "(`openssl rand -hex 32`)" % (len(secret), MIN_SECRET_BYTES))
+    if len(secret) > MAX_SECRET_BYTES:
+        raise ConfigError(path, "secret of %d bytes is longer than the %d allowed" % (len(secret), MAX_SECRET_BYTES))
+    return secret
+
+
+def _key_id(value, path):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(path, "expected an integer key id 1..%d, found %s" % (MAX_KEY_ID, _json_type(value)))
+    if not 1 <= value <= MAX_KEY_ID:
+        raise ConfigError(path, "key id %d outside 1..%d (0 means no authentication)" % (value, MAX_KEY_ID))
+    return value
+
+
+def validate_auth_keys(obj):
+    """Validate a parsed key file; returns ``{"send_key_id": int, "keys": {id: secret bytes}}``."""
+    _require_dict(obj, "", '{"send_key_id": 1, "keys": [{"id": 1, "secret": "..."}]}')
+    _reject_unknown_keys(obj, _AUTH_TOP_KEYS, "")
+    for key in _AUTH_TOP_KEYS:
+        if key not in obj:
+            raise ConfigError(key, "missing; a key file needs send_key_id and keys")
+    entries = obj["keys"]
+    _require_list(entries, "keys")
+    if not entries:
+        raise ConfigError("keys", "empty; list at least one key, or delete the file to turn authentication off")
+    if len(entries) > MAX_AUTH_KEYS:
+        raise ConfigError("keys", "%d keys, at most %d are allowed; remove retired keys" % (len(entries), MAX_AUTH_KEYS))
+    keys = {}
+    for index, entry in enumerate(entries):
+        path = "keys[%d]" % index
+        _require_dict(entry, path, '{"id": 1, "secret": "..."}')
+        _reject_unknown_keys(entry, _AUTH_KEY_KEYS, path)
+        key_id = _key_id(_require_key(entry, "id", path), path + ".id")
+        secret = _decode_secret(_require_key(entry, "secret", path), path + ".secret")
+        if key_id in keys:
+            raise ConfigError(path + ".id", "key id %d is listed twice; give every key its own id" % key_id)
+        keys[key_id] = secret
+    send_key_id = _key_id(obj["send_key_id"], "send_key_id")
+    if send_key_id not in keys:
+        raise ConfigError("send_key_id", "key id %d is not in keys (ids: %s)"
+                          % (send_key_id, ", ".join(str(k) for k in sorted(keys))))
+    return {"send_key_id": send_key_id, "keys": keys}
+
+
+def load_auth_keys(text, source=AUTH_KEYS_NAME):
+    """Parse and validate key file text (an empty file is an error: delete it to turn authentication off)."""
+    if not text.strip():
+        raise ConfigError(source, "empty key file; write the keys or delete the file to turn authentication off")
+    return _load(text, source, validate_auth_keys, None)
 
 
 class ConfigLock:

@@ -1,0 +1,153 @@
+"""Authenticated frames: the key file, tagging on the server, checking on the client.
+
+The tag is HMAC-SHA256 over the frame's header and payload, truncated to
+``frame.TAG_LEN`` (16) bytes, keyed by the secret whose id is in the header
+(docs/frame-format.md has the definition and a test vector).  Secrets live
+only in ``auth_keys.json`` and in the HMAC objects below; no message of this
+module or its callers contains one.
+"""
+
+import hashlib
+import hmac
+import os
+import stat
+
+from . import config, frame
+
+TAG_LEN = frame.TAG_LEN
+# A key file is a few hundred bytes; refuse to slurp anything absurd.
+MAX_KEY_FILE_BYTES = 64 * 1024
+# Reasons the client counts and logs, in the order it checks them.
+AUTH_DROP_REASONS = ("auth_missing", "auth_unknown_key", "auth_bad")
+# SHA-256 block size: the HMAC key pads are this long.
+_BLOCK = 64
+
+
+def key_file_path(directory):
+    return os.path.join(directory, config.AUTH_KEYS_NAME)
+
+
+def read_key_file(path):
+    """Return the validated keys in ``path``, or None when there is no such file.
+
+    Raises ``config.ConfigError`` when the file cannot be read, is a special
+    file, can be read or written by group or others, is owned by another user
+    than root or the caller, or does not validate.
+    """
+    try:
+        # O_NONBLOCK: a FIFO planted at this path must not hang the daemon.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise config.ConfigError(path, "cannot read the key file: %s" % (exc.strerror or exc))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise config.ConfigError(path, "not a regular file; write the keys to a plain file with mode 0600")
+        if info.st_uid not in (0, os.geteuid()):
+            raise config.ConfigError(path, "owned by uid %d; the key file must belong to root "
+                                           "(chown root:root %s)" % (info.st_uid, path))
+        if info.st_mode & 0o077:
+            raise config.ConfigError(path, "mode %04o lets other users read or change the secrets; "
+                                           "run chmod 600 %s, and rotate the keys if others could read them"
+                                     % (stat.S_IMODE(info.st_mode), path))
+        data = os.read(fd, MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise config.ConfigError(path, "cannot read the key file: %s" % (exc.strerror or exc))
+    finally:
+        os.close(fd)
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise config.ConfigError(path, "larger than %d bytes; a key file lists at most %d keys"
+                                 % (MAX_KEY_FILE_BYTES, config.MAX_AUTH_KEYS))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise config.ConfigError(path, "not UTF-8 text; write the key file as JSON")
+    return config.load_auth_keys(text, path)
+
+
+def compute_tag(secret, data):
+    """The 16-byte tag of a frame's header and payload (reference form, used by tests and tools)."""
+    return hmac.new(secret, data, hashlib.sha256).digest()[:TAG_LEN]
+
+
+def describe(keys):
+    """A log-safe summary of validated keys: ids only."""
+    if keys is None:
+        return "off"
+    return "keys %s, sending with key %d" % (", ".join(str(k) for k in sorted(keys["keys"])), keys["send_key_id"])
+
+
+class _Keyed:
+    """HMAC-SHA256 (RFC 2104) with the two key pads hashed once per key.
+
+    Per frame only two ``hashlib`` state copies are made; that is cheaper
+    than ``hmac.HMAC.copy()`` on the Python versions the relay supports
+    (docs/relay.md has the measurement), and ``compute_tag`` checks it
+    against the ``hmac`` module in the unit tests.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, secret):
+        if len(secret) > _BLOCK:
+            secret = hashlib.sha256(secret).digest()
+        secret = secret.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in secret))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in secret))
+
+    def tag(self, data):
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[:TAG_LEN]
+
+
+class Signer:
+    """Appends tags made with the send key."""
+
+    __slots__ = ("key_id", "_keyed")
+
+    def __init__(self, keys):
+        self.key_id = keys["send_key_id"]
+        self._keyed = _Keyed(keys["keys"][self.key_id])
+
+    def sign_into(self, view, length):
+        """Write the tag of ``view[:length]`` at ``view[length:]``; returns the tagged frame length."""
+        end = length + TAG_LEN
+        view[length:end] = self._keyed.tag(view[:length])
+        return end
+
+
+class Verifier:
+    """Checks tags against every listed key (old and new during a rotation) and
+    counts the frames accepted with each key, so an operator can see when the
+    old key is no longer in use."""
+
+    __slots__ = ("_keyed", "accepted")
+
+    def __init__(self, keys, previous=None):
+        self._keyed = dict((key_id, _Keyed(secret)) for key_id, secret in keys["keys"].items())
+        before = previous.accepted if previous is not None else {}
+        self.accepted = dict((key_id, before.get(key_id, 0)) for key_id in keys["keys"])
+
+    def check(self, view, flags, key_id, payload_end):
+        """None when the frame carries a valid tag, else the drop reason.
+
+        ``payload_end`` is where the tag starts (what ``frame.parse_from``
+        returns); the tag covers ``view[:payload_end]``.
+        """
+        if not flags & frame.FLAG_TAG:
+            return "auth_missing"
+        keyed = self._keyed.get(key_id)
+        if keyed is None:
+            return "auth_unknown_key"
+        if not hmac.compare_digest(keyed.tag(view[:payload_end]), view[payload_end:payload_end + TAG_LEN]):
+            return "auth_bad"
+        return None
+
+    def as_dict(self):
+        return {"key_ids": sorted(self.accepted), "accepted_by_key": dict(
+            (str(key_id), count) for key_id, count in sorted(self.accepted.items()))}

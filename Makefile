@@ -46,5 +46,6 @@ images: bootstrap
 
 # Fleets are named mcp-*; an interrupted run may leave one behind.
 clean:
+	scripts/ensure-docker.sh
 	for fleet in mcp-default mcp-membership mcp-demo; do tests/fleet/fleet.sh down --name $$fleet; done
 	rm -rf build

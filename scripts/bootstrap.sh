@@ -60,4 +60,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     "$venv/bin/python" -m pip install --quiet "${pip_args[@]}"
     printf '%s\n' "$wanted" >"$stamp"
 fi
-echo "bootstrap: ready ($("$venv/bin/ansible" --version | head -n 1))" >&2
+core_version=$("$venv/bin/python" -c 'import ansible.release; print(ansible.release.__version__)')
+echo "bootstrap: ready (ansible-core $core_version in $venv)" >&2

@@ -22,7 +22,7 @@ import ctypes
 import socket
 import struct
 
-from . import frame, packet
+from . import frame, netinfo, packet
 
 # Outgoing packets are passed only to sockets of every protocol.
 ETH_P_ALL = 0x0003
@@ -62,8 +62,7 @@ def parse_local_addresses(fib_trie_text):
 
 def read_local_addresses():
     try:
-        with open(FIB_TRIE_FILE) as handle:
-            return parse_local_addresses(handle.read())
+        return parse_local_addresses(netinfo.read_text(FIB_TRIE_FILE))
     except OSError:
         return frozenset()
 

@@ -53,7 +53,7 @@ class Entry:
     def as_dict(self):
         tracker = self.tracker
         return {"server_ip": self.server_ip, "server_port": self.server_port, "group_ip": self.group_ip,
-                "group_port": self.group_port, "interfaces": list(self.interfaces),
+                "group_port": self.group_port, "interfaces": list(self.interfaces), "preserve_source": self.raw,
                 "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
                 "delivered_packets": self.delivered_packets, "delivered_bytes": self.delivered_bytes,
                 "lost": tracker.lost, "duplicates": tracker.duplicates, "reordered": tracker.reordered,

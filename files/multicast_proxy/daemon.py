@@ -334,12 +334,13 @@ class Daemon:
             # The socket's mode already keeps others out; this holds even if
             # someone loosened the mode or the directory by hand.
             peer_uid = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, SO_PEERCRED, _PEERCRED.size))[1]
+            line = _read_line(conn)
             if peer_uid not in (0, os.geteuid()):
+                # Read the request first so the peer gets the answer, not a broken pipe.
                 self.control_refused += 1
                 conn.sendall(b'{"error": "the control socket is for root only", "ok": false}\n')
                 self.drop_log.drop("control_refused", "control connection from uid %d refused" % peer_uid)
                 return
-            line = _read_line(conn)
             reply = self._dispatch(line)
             conn.sendall(json.dumps(reply, sort_keys=True).encode("utf-8") + b"\n")
         except OSError as exc:

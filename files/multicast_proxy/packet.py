@@ -52,10 +52,10 @@ def ipv4_header(src_addr, dst_addr, proto, payload_len, tos=0, ttl=64, ident=0, 
     return header[:10] + struct.pack("!H", checksum(header)) + header[12:]
 
 
-def udp_checksum(src_addr, dst_addr, udp_segment):
-    """UDP checksum over the pseudo-header and ``udp_segment`` (header with checksum 0, payload)."""
-    pseudo = struct.pack("!IIBBH", src_addr, dst_addr, 0, PROTO_UDP, len(udp_segment))
-    value = checksum(pseudo + bytes(udp_segment))
+def udp_checksum(src_addr, dst_addr, segment):
+    """UDP checksum over the pseudo-header and ``segment`` (UDP header with checksum 0, payload)."""
+    pseudo = struct.pack("!IIBBH", src_addr, dst_addr, 0, PROTO_UDP, len(segment))
+    value = checksum(pseudo + bytes(segment))
     # 0 means "no checksum" in UDP; a computed 0 is sent as all ones.
     return value or 0xFFFF
 

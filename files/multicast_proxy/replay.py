@@ -13,6 +13,8 @@ can forge any sequence number, and the window would only let them push the
 real stream out of it.
 """
 
+import os
+
 WINDOW = 1024
 _MASK = (1 << WINDOW) - 1
 
@@ -41,3 +43,37 @@ class ReplayWindow:
             return False
         self.bitmap |= bit
         return True
+
+
+# The second a server run puts in the upper half of its sequence numbers is
+# kept here, in the config directory, so the next run can stay above it.
+RUN_FILE = ".server_run"
+
+
+def claim_run_second(path, now):
+    """The upper half of this server run's sequence numbers.
+
+    Normally the start second.  A run that starts within the same second as
+    the previous one, or after the clock stepped back, takes the previous
+    run's second plus one instead: otherwise clients with keys would refuse
+    its frames as replays until its counter overtook the previous run's.
+    The claim is written to ``path``; when that fails (no such directory, a
+    read-only one) the start second is used, as without this file.
+    """
+    try:
+        with open(path) as handle:
+            previous = int(handle.read().strip())
+    except (OSError, ValueError):
+        previous = 0
+    second = max(int(now), previous + 1) & 0xFFFFFFFF
+    temporary = path + ".new"
+    try:
+        with open(temporary, "w") as handle:
+            handle.write("%d\n" % second)
+        os.replace(temporary, path)
+    except OSError:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+    return second

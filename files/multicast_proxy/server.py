@@ -1,18 +1,27 @@
 """The server daemon (``multis_admin -R``): group datagrams in, one unicast
 frame per member out.
 
-Everything that can be computed once per config (member address tuples,
-packed group address, interface) is computed in ``apply_config``; the receive
-path only packs the header into the preallocated buffer in front of the
-payload and sends the same buffer to every member.
+Everything that can be computed once per config (the members' socket
+addresses and sendmmsg headers, packed group address, interface) is computed
+in ``apply_config``; the receive path only packs the header into the
+preallocated buffer in front of the payload and hands the same buffer to one
+``sendmmsg`` for all members (``fastpath.py``).
+
+Per member the daemon keeps only what differs from its group: when a member
+joined a group that had already relayed, and what failed to reach it.  A
+member's sent counters are the group's minus those, so a datagram that
+reaches every member costs no per-member work in Python, and a member costs
+no object of its own.
 """
 
+import collections
+import os
 import selectors
 import socket
 import struct
 import time
 
-from . import auth, capture, config, frame, netinfo
+from . import auth, capture, config, fastpath, frame, netinfo, replay
 from .daemon import Daemon, set_buffer
 
 # Socket options the socket module of older Pythons may lack (Linux values).
@@ -21,6 +30,9 @@ IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 IP_RECVTOS = getattr(socket, "IP_RECVTOS", 13)
 IP_TTL = socket.IP_TTL
 IP_TOS = socket.IP_TOS
+# A plain int: the socket module's enum flag costs an enum operation per datagram.
+MSG_TRUNC = int(socket.MSG_TRUNC)
+_unpack_int = struct.Struct("=i").unpack_from
 
 # Room for a burst of ~10,000 datagrams while the relay is busy with another
 # group; only what is queued is charged, and net.ipv4.udp_mem caps the total.
@@ -32,25 +44,11 @@ ANC_SIZE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(4)
 
 # Seconds between attempts to join groups that failed (no route, no interface yet).
 RETRY_INTERVAL = 30.0
+# Groups joined by one start or reload that are still logged one line each.
+JOIN_LOG_LINES = 16
 
 # fragment and malformed happen only in capture mode (see capture.py).
 GROUP_DROP_REASONS = ("loop", "oversize", "receive_error", "fragment", "malformed")
-
-
-class Member:
-    __slots__ = ("ip", "address", "tx_packets", "tx_bytes", "send_errors", "last_error")
-
-    def __init__(self, ip, port):
-        self.ip = ip
-        self.address = (ip, port)
-        self.tx_packets = 0
-        self.tx_bytes = 0
-        self.send_errors = 0
-        self.last_error = ""
-
-    def as_dict(self):
-        return {"member_ip": self.ip, "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes,
-                "send_errors": self.send_errors, "last_error": self.last_error}
 
 
 class Group:
@@ -63,7 +61,14 @@ class Group:
         self.group_addr = frame.ip_to_int(group_ip)
         self.interface = interface
         self.server_port = None
-        self.members = []
+        self.members = ()       # member addresses in config order
+        self.targets = None     # fastpath.MemberSet of the members at server_port
+        # Every datagram counted in rx_* is sent to every member; per member
+        # only the exceptions: ip -> (rx_packets, rx_bytes) when it joined
+        # (absent: it was there from the start), ip -> [send errors, bytes
+        # not sent, last error] (absent: none).
+        self.joined_at = {}
+        self.failures = {}
         self.sock = None
         self.error = ""
         self.seq = seq_base
@@ -109,27 +114,55 @@ class Group:
             self.sock.close()
             self.sock = None
 
-    def set_members(self, member_ips, server_port):
-        """Keep the counters of members that stay; ports may change."""
-        old = dict((m.ip, m) for m in self.members)
-        members = []
-        for ip in member_ips:
-            member = old.get(ip)
-            if member is None or member.address[1] != server_port:
-                kept = member
-                member = Member(ip, server_port)
-                if kept is not None:
-                    member.tx_packets, member.tx_bytes = kept.tx_packets, kept.tx_bytes
-                    member.send_errors, member.last_error = kept.send_errors, kept.last_error
-            members.append(member)
+    def set_members(self, member_ips, server_port, fan_out):
+        """Point the group at these members; True when they or the port changed.
+
+        Members that stay keep their counters, whatever the port.
+        """
+        members = tuple(member_ips)
+        if members == self.members and server_port == self.server_port and self.targets is not None:
+            return False
+        before, after = set(self.members), set(members)
+        for ip in before - after:
+            self.joined_at.pop(ip, None)
+            self.failures.pop(ip, None)
+        if self.rx_packets:
+            for ip in after - before:
+                self.joined_at[ip] = (self.rx_packets, self.rx_bytes)
+        changed = members != self.members or server_port != self.server_port
         self.members = members
         self.server_port = server_port
+        self.targets = fan_out.member_set(members, server_port)
+        return changed
+
+    def take_members(self, other):
+        """Carry the members and their counters of ``other`` (the group this one replaces)."""
+        self.members, self.server_port, self.targets = other.members, other.server_port, other.targets
+        self.joined_at, self.failures = other.joined_at, other.failures
+
+    def member_failed(self, index, nbytes, message):
+        """Count a datagram of ``nbytes`` that did not reach member ``index``; its address."""
+        ip = self.members[index]
+        failure = self.failures.get(ip)
+        if failure is None:
+            failure = self.failures[ip] = [0, 0, ""]
+        failure[0] += 1
+        failure[1] += nbytes
+        failure[2] = message
+        return ip
+
+    def member_dict(self, ip):
+        joined_packets, joined_bytes = self.joined_at.get(ip, (0, 0))
+        errors, unsent_bytes, last_error = self.failures.get(ip, (0, 0, ""))
+        return {"member_ip": ip, "tx_packets": self.rx_packets - joined_packets - errors,
+                "tx_bytes": self.rx_bytes - joined_bytes - unsent_bytes,
+                "send_errors": errors, "last_error": last_error}
 
     def as_dict(self):
         return {"group_ip": self.group_ip, "group_port": self.group_port, "server_port": self.server_port,
                 "interface": self.interface, "mode": self.mode, "state": "error" if self.error else "joined",
                 "error": self.error, "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
-                "drops": dict(self.drops), "members": [m.as_dict() for m in self.members]}
+                "drops": dict(self.drops), "members": [self.member_dict(ip) for ip in self.members]}
 
 
 class ServerDaemon(Daemon):
@@ -146,12 +179,19 @@ class ServerDaemon(Daemon):
         self.capture_buffer = bytearray(capture.CAPTURE_BUFFER)
         self.local_addresses = capture.read_local_addresses()
         self.sender = None
+        self.fan_out = None     # fastpath fan-out through self.sender
         self.signer = None      # auth.Signer while auth_keys.json exists
         self._src_cache = {}
         self._next_retry = 0.0
 
     def load_config_text(self, text):
         return config.load_server_config(text, self.config_path)
+
+    def start(self):
+        # Before any group exists: their sequence numbers start from this run's second.
+        self.seq_base = frame.sequence_base(replay.claim_run_second(
+            os.path.join(self.directory, replay.RUN_FILE), self.started))
+        super(ServerDaemon, self).start()
 
     def apply_auth(self, keys):
         self.signer = auth.Signer(keys) if keys is not None else None
@@ -161,11 +201,14 @@ class ServerDaemon(Daemon):
         set_buffer(sender, socket.SO_SNDBUF, SEND_BUFFER)
         sender.setblocking(False)
         self.sender = sender
+        self.fan_out = fastpath.fan_out(sender, self.buffer)
+        self.log.info("sending copies with %s", self.fan_out.name)
 
     def apply_config(self, cfg):
         if self.sender is None:
             self._open_sender()
         changes = {"added": [], "removed": [], "rejoined": [], "updated": [], "errors": []}
+        joined = []
         wanted = {}
         for entry in cfg[config.SERVER_TOP_KEY]:
             wanted[entry["group_ip"]] = entry
@@ -190,9 +233,7 @@ class ServerDaemon(Daemon):
             mode = capture.group_mode(entry)
             if current is not None and current.key == (group_ip, entry["group_port"], interface, mode) \
                     and not current.error:
-                before = ([m.ip for m in current.members], current.server_port)
-                current.set_members(entry["member_array"], entry["server_port"])
-                if before != (entry["member_array"], entry["server_port"]):
+                if current.set_members(entry["member_array"], entry["server_port"], self.fan_out):
                     changes["updated"].append(group_ip)
                 continue
             group = Group(group_ip, entry["group_port"], interface, self.seq_base, mode)
@@ -200,12 +241,12 @@ class ServerDaemon(Daemon):
                 # Counters and sequence survive a rejoin, so -P stays meaningful.
                 group.rx_packets, group.rx_bytes, group.seq = current.rx_packets, current.rx_bytes, current.seq
                 group.drops = current.drops
-                group.members = current.members
+                group.take_members(current)
                 self._remove_group(group_ip)
                 changes["rejoined"].append(group_ip)
             else:
                 changes["added"].append(group_ip)
-            group.set_members(entry["member_array"], entry["server_port"])
+            group.set_members(entry["member_array"], entry["server_port"], self.fan_out)
             self.groups[group_ip] = group
             if error:
                 group.error = error
@@ -221,15 +262,33 @@ class ServerDaemon(Daemon):
                 changes["errors"].append({"group_ip": group_ip, "error": group.error})
             else:
                 self.selector.register(group.sock, selectors.EVENT_READ, self._make_reader(group))
-                self.log.info("group %s:%d joined on %s (%s), %d members, server port %d", group_ip,
-                              group.group_port, interface, mode, len(group.members), group.server_port)
+                joined.append(group)
+        self._log_joined(joined)
         return changes
+
+    def _log_joined(self, joined):
+        """One line per joined group, or one line in all when there are many.
+
+        A line per group costs about 0.15 ms, a sixth of the start of a
+        1024-group config, and floods the journal; ``multis_admin -S`` lists
+        the groups.
+        """
+        if len(joined) <= JOIN_LOG_LINES:
+            for group in joined:
+                self.log.info("group %s:%d joined on %s (%s), %d members, server port %d", group.group_ip,
+                              group.group_port, group.interface, group.mode, len(group.members), group.server_port)
+            return
+        where = collections.Counter((group.interface, group.mode) for group in joined)
+        self.log.info("%d groups joined: %s; multis_admin -S lists them", len(joined),
+                      ", ".join("%d on %s (%s)" % (count, interface, mode)
+                                for (interface, mode), count in sorted(where.items())))
 
     def tick(self):
         """Retry failed groups now and then: an interface or route may appear after boot."""
         # Capture mode's loop guard needs the current addresses (a VRRP
-        # virtual address comes and goes).
-        self.local_addresses = capture.read_local_addresses()
+        # virtual address comes and goes); only capture groups pay for the read.
+        if any(group.mode != capture.MODE_SOCKET for group in self.groups.values()):
+            self.local_addresses = capture.read_local_addresses()
         now = time.monotonic()
         if now < self._next_retry:
             return
@@ -250,6 +309,8 @@ class ServerDaemon(Daemon):
         for group_ip in list(self.groups):
             self._remove_group(group_ip)
         if self.sender is not None:
+            self.fan_out.close()
+            self.fan_out = None
             self.sender.close()
             self.sender = None
 
@@ -286,7 +347,7 @@ class ServerDaemon(Daemon):
             for level, kind, data in ancdata:
                 if level == socket.IPPROTO_IP:
                     if kind == IP_TTL:
-                        ttl = struct.unpack("=i", data[:4])[0]
+                        ttl = _unpack_int(data)[0]
                     elif kind == IP_TOS:
                         tos = data[0]
             if ttl == 0:
@@ -294,7 +355,7 @@ class ServerDaemon(Daemon):
                 # re-delivering on this host.  Forwarding it would loop.
                 group.drops["loop"] += 1
                 continue
-            if msg_flags & socket.MSG_TRUNC or nbytes > max_payload:
+            if msg_flags & MSG_TRUNC or nbytes > max_payload:
                 group.drops["oversize"] += 1
                 self.drop_log.drop("oversize", "group %s: datagram from %s:%d larger than %d bytes"
                                    % (group.group_ip, source[0], source[1], max_payload))
@@ -325,20 +386,10 @@ class ServerDaemon(Daemon):
             frame.pack_header_into(self.buffer, group.group_addr, group_port, src_addr, src_port, group.seq, tos,
                                    flags=frame.FLAG_TAG, proto=proto, key_id=signer.key_id)
             length = signer.sign_into(self.view, frame.HEADER_LEN + nbytes)
-        sender = self.sender
-        out = self.view[:length]
-        for member in group.members:
-            try:
-                sender.sendto(out, member.address)
-            except OSError as exc:
-                member.send_errors += 1
-                member.last_error = ("send buffer full (EAGAIN)" if isinstance(exc, BlockingIOError)
-                                     else exc.strerror or str(exc))
-                self.drop_log.drop("send_error", "member %s: %s" % (member.ip, member.last_error))
-            else:
-                member.tx_packets += 1
-                member.tx_bytes += nbytes
-        out.release()
+        for index, code in self.fan_out.send(group.targets, length):
+            message = fastpath.error_message(code)
+            ip = group.member_failed(index, nbytes, message)
+            self.drop_log.drop("send_error", "member %s: %s" % (ip, message))
 
     def stats(self):
         return {"side": "server", "started": int(self.started),

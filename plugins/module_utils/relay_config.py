@@ -19,6 +19,8 @@ import binascii
 import fcntl
 import json
 import os
+import re
+import socket
 
 SERVER_CONFIG_NAME = "server_cfg.json.txt"
 CLIENT_CONFIG_NAME = "client_cfg.json.txt"
@@ -55,30 +57,31 @@ class ConfigError(ValueError):
         super(ConfigError, self).__init__("%s: %s" % (path, problem) if path else problem)
 
 
+# A strict dotted quad: decimal octets 0-255 in ASCII digits, no leading
+# zeros (some tools read them as octal), nothing before or after.
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(r"\.".join([_OCTET] * 4))
+
+
 def _ipv4_to_int(text):
     """Return the 32-bit value of a strict dotted quad, or None."""
-    if not isinstance(text, str):
+    if not isinstance(text, str) or _DOTTED_QUAD.fullmatch(text) is None:
         return None
-    parts = text.split(".")
-    if len(parts) != 4:
-        return None
-    value = 0
-    for part in parts:
-        # Leading zeros are refused: some tools read them as octal.
-        if not part.isdigit() or not part.isascii() or (len(part) > 1 and part[0] == "0"):
-            return None
-        octet = int(part)
-        if octet > 255:
-            return None
-        value = (value << 8) | octet
+    return int.from_bytes(socket.inet_aton(text), "big")
+
+
+def _ipv4_value(text, what):
+    """The 32-bit value of a dotted quad; ConfigError naming ``what`` if it is not one."""
+    value = _ipv4_to_int(text)
+    if value is None:
+        raise ConfigError(what, "%s is not an IPv4 address; write four numbers 0-255 separated by dots, "
+                                "for example 192.168.1.1" % json.dumps(text))
     return value
 
 
 def parse_ipv4(text, what):
     """Return ``text`` as a normalized dotted quad or raise ConfigError naming ``what``."""
-    if _ipv4_to_int(text) is None:
-        raise ConfigError(what, "%s is not an IPv4 address; write four numbers 0-255 separated by dots, "
-                                "for example 192.168.1.1" % json.dumps(text))
+    _ipv4_value(text, what)
     return text
 
 
@@ -90,8 +93,7 @@ def is_multicast(address):
 
 def parse_group_ip(text, what):
     """Validate a multicast group address (224.0.0.0/4)."""
-    parse_ipv4(text, what)
-    if not is_multicast(text):
+    if (_ipv4_value(text, what) >> 28) != 0xE:
         raise ConfigError(what, "%s is not a multicast group address; use an address in 224.0.0.0/4 "
                                 "(224.0.0.0 - 239.255.255.255)" % json.dumps(text))
     return text
@@ -99,7 +101,7 @@ def parse_group_ip(text, what):
 
 def parse_unicast_ip(text, what):
     """Validate a unicast IPv4 address: not 0.0.0.0, not multicast, not broadcast."""
-    value = _ipv4_to_int(parse_ipv4(text, what))
+    value = _ipv4_value(text, what)
     if value == 0:
         raise ConfigError(what, "0.0.0.0 is not a host address; give the unicast address of the host")
     if (value >> 28) == 0xE:
@@ -191,12 +193,12 @@ def _parse_flag(obj, key, path):
     return obj[key]
 
 
-def _protocol_and_group_port(obj, path, default_port, any_port_ok):
+def _protocol_and_group_port(obj, path, default_port, any_port_error):
     """The protocol of a group or client entry and its group port (0 = any port).
 
     ``default_port`` is the group port of a UDP entry without one (None: the
-    key is required); ``any_port_ok`` says whether a UDP group port 0 is
-    allowed here, else it is the error message to give.
+    key is required); ``any_port_error`` is None where a UDP group port 0 is
+    allowed, else the problem to report for it.
     """
     protocol = obj.get("protocol", "udp")
     if protocol not in PROTOCOLS:
@@ -221,19 +223,50 @@ def _protocol_and_group_port(obj, path, default_port, any_port_ok):
                               % (VRRP_GROUP, obj["group_ip"], VRRP_GROUP))
         if group_port != 0:
             raise ConfigError(port_path, "VRRP has no ports; remove group_port or set it to 0")
-    elif group_port == 0 and any_port_ok is not True:
-        raise ConfigError(port_path, any_port_ok)
+    elif group_port == 0 and any_port_error is not None:
+        raise ConfigError(port_path, any_port_error)
     return protocol, group_port
 
 
-def _validate_group(group, path):
+def _validate_members(members, members_path, known_members):
+    """A copy of ``members`` after checking every address and that none repeats.
+
+    ``known_members`` maps addresses already checked in this config to one
+    shared string: groups usually list the same receivers, and a 1024 x 1024
+    config then checks 1024 addresses instead of a million and holds one
+    string per address instead of one per group and member.
+    """
+    try:
+        checked = list(map(known_members.__getitem__, members))
+    except (KeyError, TypeError):
+        # An address not seen yet (or not a string): check one by one, so the
+        # first bad entry is the one reported.
+        pass
+    else:
+        if len(set(checked)) == len(checked):
+            return checked
+    checked = []
+    seen = set()
+    for index, member in enumerate(members):
+        member_path = "%s[%d]" % (members_path, index)
+        if not isinstance(member, str) or member not in known_members:
+            parse_unicast_ip(member, member_path)
+            known_members[member] = member
+        if member in seen:
+            raise ConfigError(member_path, "%s is listed twice; remove the duplicate" % member)
+        seen.add(member)
+        checked.append(known_members[member])
+    return checked
+
+
+def _validate_group(group, path, known_members):
     _require_dict(group, path, '{"group_ip": ..., "server_port": ..., "member_array": [...]}')
     _reject_unknown_keys(group, _GROUP_KEYS, path)
     group_ip = parse_group_ip(_require_key(group, "group_ip", path), path + ".group_ip")
     server_port = parse_port(_require_key(group, "server_port", path), path + ".server_port", allow_text=False)
     capture = _parse_flag(group, "capture", path + ".")
     protocol, group_port = _protocol_and_group_port(
-        group, path, server_port, True if capture else
+        group, path, server_port, None if capture else
         "0 means any port of the group, which only capture mode can see; add \"capture\": true or give a "
         "port 1-65535")
     if protocol == "vrrp" and capture is False:
@@ -245,18 +278,11 @@ def _validate_group(group, path):
     if len(members) > MAX_MEMBERS:
         raise ConfigError(members_path, "%d members; at most %d are supported per group, split the group"
                           % (len(members), MAX_MEMBERS))
-    seen = set()
-    for index, member in enumerate(members):
-        member_path = "%s[%d]" % (members_path, index)
-        parse_unicast_ip(member, member_path)
-        if member in seen:
-            raise ConfigError(member_path, "%s is listed twice; remove the duplicate" % member)
-        seen.add(member)
     normalized = {
         "group_ip": group_ip,
         "server_port": server_port,
         "group_port": group_port,
-        "member_array": list(members),
+        "member_array": _validate_members(members, members_path, known_members),
     }
     if "interface" in group:
         normalized["interface"] = parse_interface(group["interface"], path + ".interface")
@@ -278,9 +304,10 @@ def validate_server_config(obj):
         raise ConfigError(SERVER_TOP_KEY, "%d groups; at most %d are supported, remove some" % (len(groups), MAX_GROUPS))
     normalized_groups = []
     seen = {}
+    known_members = {}
     for index, group in enumerate(groups):
         path = "%s[%d]" % (SERVER_TOP_KEY, index)
-        normalized = _validate_group(group, path)
+        normalized = _validate_group(group, path, known_members)
         if normalized["group_ip"] in seen:
             raise ConfigError(path + ".group_ip", "group %s is already defined at %s[%d]; merge the two entries"
                               % (normalized["group_ip"], SERVER_TOP_KEY, seen[normalized["group_ip"]]))
@@ -318,7 +345,7 @@ def validate_client_config(obj):
         }
         # A client entry with group port 0 accepts every port of the group
         # (from a server group in capture mode with group port 0).
-        protocol, normalized["group_port"] = _protocol_and_group_port(entry, path, None, True)
+        protocol, normalized["group_port"] = _protocol_and_group_port(entry, path, None, None)
         if protocol != "udp":
             normalized["protocol"] = protocol
         if _parse_flag(entry, "preserve_source", path + "."):
@@ -337,18 +364,33 @@ def validate_client_config(obj):
     return result
 
 
-def _reject_duplicate_json_keys(pairs):
-    result = {}
-    for key, value in pairs:
-        if key in result:
-            raise ConfigError(key, "key appears twice in the same object; keep one")
-        result[key] = value
-    return result
+def _object_builder():
+    """An ``object_pairs_hook`` that refuses duplicate keys and shares repeated strings.
+
+    Configs list the same member addresses in group after group.  The parser
+    makes a new string for every one of them; replacing each array of
+    strings by shared copies as soon as its object is complete means a
+    1024 x 1024 config never holds a million address strings, and the memory
+    of one group's strings is reused for the next group's instead of staying
+    fragmented in the process after the parse.
+    """
+    shared = {}
+
+    def build(pairs):
+        result = {}
+        for key, value in pairs:
+            if key in result:
+                raise ConfigError(key, "key appears twice in the same object; keep one")
+            if type(value) is list and value and set(map(type, value)) == {str}:
+                value = list(map(shared.setdefault, value, value))
+            result[key] = value
+        return result
+    return build
 
 
 def _parse_json(text, source):
     try:
-        return json.loads(text, object_pairs_hook=_reject_duplicate_json_keys)
+        return json.loads(text, object_pairs_hook=_object_builder())
     except ConfigError as exc:
         raise ConfigError("%s: %s" % (source, exc.path), exc.problem)
     except RecursionError:
@@ -610,7 +652,8 @@ def validate_auth_keys(obj):
     if not entries:
         raise ConfigError("keys", "empty; list at least one key, or delete the file to turn authentication off")
     if len(entries) > MAX_AUTH_KEYS:
-        raise ConfigError("keys", "%d keys, at most %d are allowed; remove retired keys" % (len(entries), MAX_AUTH_KEYS))
+        raise ConfigError("keys", "%d keys, at most %d are allowed; remove retired keys"
+                          % (len(entries), MAX_AUTH_KEYS))
     keys = {}
     for index, entry in enumerate(entries):
         path = "keys[%d]" % index

@@ -43,7 +43,7 @@ def capture(args):
         packet, address = sock.recvfrom(70000)
         if address[1] != ETH_P_IP or len(packet) < 28:
             continue
-        version_ihl, _tos, total, _id, _frag, _ttl, proto, _csum, _src, dst = IP_HEADER.unpack_from(packet)
+        version_ihl, _tos, _total, _id, _frag, _ttl, proto, _csum, _src, dst = IP_HEADER.unpack_from(packet)
         header_len = (version_ihl & 0x0F) * 4
         if proto != socket.IPPROTO_UDP or dst != wanted:
             continue

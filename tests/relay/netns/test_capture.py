@@ -7,6 +7,9 @@
 - With preserve_source a receiver sees the original sender's address, port
   and TOS, also for a datagram bigger than the interface MTU; without it, it
   sees the relay client's address.
+- Capture mode counts IP fragments as drops (it does not reassemble).
+- Two hosts that both send and receive a group in capture mode with
+  preserve_source do not relay each other's re-deliveries back (loop guard).
 """
 
 import json
@@ -66,7 +69,7 @@ def write_json(path, obj):
     path.write_text(json.dumps(obj, indent=4) + "\n")
 
 
-def server_group(vpc, members, capture, group_port, preserve=None):
+def server_group(vpc, members, capture, group_port):
     group = {"group_ip": GROUP, "server_port": SERVER_PORT, "group_port": group_port,
              "member_array": [m.ip for m in members]}
     if capture:
@@ -197,5 +200,58 @@ def test_preserve_source_delivers_with_the_original_address_port_and_tos(make_vp
         assert item["tos"] == DSCP_EF_TOS, item
         assert item["intact"] and item["size"] == sizes[item["index"]], item
     (entry,) = member.control("client", {"cmd": "stats"})["entries"]
+    assert entry["preserve_source"] is True
     assert entry["delivered_packets"] == 2 * len(sizes)
     assert member.control("client", {"cmd": "stats"})["drops"]["deliver_error"] == 0
+
+
+def test_two_way_capture_with_preserve_source_does_not_loop(make_vpc):
+    """Both hosts send and receive the group: each re-delivery carries the other
+    host's address, and neither server relays it back."""
+    vpc = make_vpc({"a": 1, "b": 1})
+    a, b = vpc["a"], vpc["b"]
+    for host, peer in ((a, b), (b, a)):
+        write_json(host.conf_dir / "server_cfg.json.txt", {"multi_group_array": [
+            {"group_ip": GROUP, "server_port": SERVER_PORT, "group_port": PRESERVE_PORT, "capture": True,
+             "member_array": [peer.ip]}]})
+        write_json(host.conf_dir / "client_cfg.json.txt", {"multi_server_info_array": [
+            {"server_ip": peer.ip, "server_port": SERVER_PORT, "group_ip": GROUP, "group_port": PRESERVE_PORT,
+             "preserve_source": True}]})
+        host.start_relay("client")
+        host.start_relay("server")
+    ready = b.workdir / "two-way.ready"
+    receiver = b.start("two-way", [sys.executable, "-c", RECEIVER, GROUP, PRESERVE_PORT, 50, ready])
+    wait_until(ready.exists, "the receiver to join")
+    a.run([sys.executable, "-c", SENDER, a.ip, SENDER_PORT, GROUP, PRESERVE_PORT, 0, ",".join(["300"] * 50)])
+    receiver.wait()
+    seen = json.loads(receiver.stdout())
+    assert len(seen) == 50 and all(item["source"] == [a.ip, SENDER_PORT] for item in seen), seen[:3]
+    assert group_stats(a)["rx_packets"] == 50
+
+    # Barrier: b's own datagrams take the same path to a (b's server, a's
+    # client) as any re-relayed one would have, and after them.
+    b.run([sys.executable, "-c", SENDER, b.ip, SENDER_PORT, GROUP, PRESERVE_PORT, 0, ",".join(["300"] * 5)])
+
+    def a_entry():
+        (entry,) = a.control("client", {"cmd": "stats"})["entries"]
+        return entry
+    wait_until(lambda: a_entry()["rx_packets"] >= 5, "b's datagrams to reach a")
+    # Nothing came back: b's server relayed only b's own 5 datagrams.
+    assert a_entry()["rx_packets"] == 5, a_entry()
+    assert group_stats(b)["rx_packets"] == 5, group_stats(b)
+
+
+def test_capture_counts_and_drops_ip_fragments(make_vpc):
+    vpc = make_vpc({"src": 1, "m1": 1})
+    source, member = vpc["src"], vpc["m1"]
+    server_group(vpc, [member], capture=True, group_port=PRESERVE_PORT)
+    client_entry(vpc, member, PRESERVE_PORT)
+    member.start_relay("client")
+    source.start_relay("server")
+    # 4000 bytes + UDP header leave eth0 (MTU 1500) as 3 fragments each.
+    sizes = [4000, 100, 4000, 100, 100]
+    seen = receive_from(vpc, member, sizes, "fragments")
+    assert sorted(item["size"] for item in seen) == [100, 100, 100], seen
+    stats = group_stats(source)
+    assert stats["rx_packets"] == 3, stats
+    assert stats["drops"]["fragment"] == 6, stats

@@ -389,14 +389,17 @@ def test_server_diff_apply_keeps_untouched_sockets(tmp_path):
         relay.apply_config(config.validate_server_config({"multi_group_array": [
             group_entry(a, ports[0], 7000, ["127.0.0.1"]), group_entry(b, ports[1], 7000, ["127.0.0.1"])]}))
         sock_a, sock_b = relay.groups[a].sock, relay.groups[b].sock
-        relay.groups[b].members[0].tx_packets = 5
+        # As if group b had relayed 5 datagrams to its one member.
+        relay.groups[b].rx_packets, relay.groups[b].rx_bytes = 5, 500
         changes = relay.apply_config(config.validate_server_config({"multi_group_array": [
             group_entry(a, ports[0], 7000, ["127.0.0.1"]),
             group_entry(b, ports[1], 7000, ["127.0.0.1", "127.0.0.2"]),
             group_entry(c, ports[2], 7000, [])]}))
         assert changes["added"] == [c] and changes["updated"] == [b] and not changes["rejoined"]
         assert relay.groups[a].sock is sock_a and relay.groups[b].sock is sock_b
-        assert relay.groups[b].members[0].tx_packets == 5
+        # The member that stayed keeps its count; the one that joined starts at 0.
+        assert [(m["member_ip"], m["tx_packets"], m["tx_bytes"]) for m in relay.groups[b].as_dict()["members"]] == [
+            ("127.0.0.1", 5, 500), ("127.0.0.2", 0, 0)]
         changes = relay.apply_config(config.validate_server_config({"multi_group_array": [
             group_entry(a, ports[0], 7000, ["127.0.0.1"]), group_entry(b, ports[2], 7000, ["127.0.0.1"])]}))
         assert changes["removed"] == [c] and changes["rejoined"] == [b]

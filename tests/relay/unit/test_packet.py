@@ -215,7 +215,7 @@ def test_group_mode():
 
 def test_documented_vrrp_frame():
     doc = os.path.join(os.path.dirname(__file__), "..", "..", "..", "docs", "frame-format.md")
-    with open(doc) as handle:
+    with open(doc, encoding="utf-8") as handle:
         (block,) = re.findall(r"```vrrp-frame\n(.*?)```", handle.read(), re.S)
     fields = dict(line.split(":", 1) for line in block.strip().splitlines())
     data = bytes.fromhex(fields["frame"].replace(" ", ""))

@@ -11,11 +11,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from multicast_proxy import admin, auth, cli, config, frame
+from multicast_proxy import admin, auth, cli, config, frame, replay
 from multicast_proxy.replay import WINDOW, ReplayWindow
 
 from test_daemon import (  # noqa: F401 (relays is a fixture)
@@ -85,7 +86,7 @@ def test_empty_and_broken_key_files_are_errors():
 
 
 @settings(max_examples=300, deadline=None)
-@given(secret=st.binary(min_size=1, max_size=80), key_id=st.integers(-5, 300), send=st.integers(-5, 300),
+@given(secret=st.binary(min_size=4, max_size=80), key_id=st.integers(-5, 300), send=st.integers(-5, 300),
        encode=st.sampled_from(["hex", "b64"]))
 def test_no_error_message_contains_a_secret(secret, key_id, send, encode):
     text = secret.hex() if encode == "hex" else base64.b64encode(secret).decode()
@@ -371,3 +372,38 @@ def test_control_socket_refuses_other_users_even_when_its_mode_is_loosened(relay
         assert "drop control_refused: control connection from uid" in (path / "client_log.txt").read_text()
     finally:
         shutil.rmtree(directory)
+
+
+# -- the run second: sequence numbers keep growing across restarts ------------------------
+
+def test_run_second_stays_above_the_previous_run(tmp_path):
+    path = str(tmp_path / replay.RUN_FILE)
+    assert replay.claim_run_second(path, 1700000000.7) == 1700000000
+    assert replay.claim_run_second(path, 1700000000.9) == 1700000001   # restarted within the same second
+    assert replay.claim_run_second(path, 1600000000.0) == 1700000002   # the clock stepped back
+    assert replay.claim_run_second(path, 1800000000.2) == 1800000000   # normal: the start second
+    assert (tmp_path / replay.RUN_FILE).read_text() == "1800000000\n"
+    (tmp_path / replay.RUN_FILE).write_text("not a number")
+    assert replay.claim_run_second(path, 1700000000.0) == 1700000000
+    assert replay.claim_run_second(str(tmp_path / "missing" / replay.RUN_FILE), 1700000005.5) == 1700000005
+
+
+def test_server_restart_is_not_taken_for_a_replay(tmp_path, relays):  # noqa: F811
+    """A server whose previous run claimed a later second (clock stepped back) sends above it."""
+    group, group_port = random_group(), free_udp_port()
+    member = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    member.bind(("127.0.0.1", 0))
+    member.settimeout(5)
+    write_server(tmp_path, group, group_port, member.getsockname()[1], ["127.0.0.1"])
+    claimed = int(time.time()) + 1000
+    (tmp_path / replay.RUN_FILE).write_text("%d\n" % claimed)
+    server = relays(tmp_path, "server")
+    server.wait_ready()
+    sender = lo_sender()
+    sender.sendto(b"after the restart", (group, group_port))
+    assert frame.decode(member.recv(70000)).seq == ((claimed + 1) << 32) + 1
+    window = ReplayWindow()
+    assert window.admit((claimed << 32) + 5000)       # the previous run's last frame
+    assert window.admit(((claimed + 1) << 32) + 1)    # this run's first
+    member.close()
+    sender.close()

@@ -27,7 +27,10 @@ import weakref
 
 try:
     import ctypes
-except ImportError:  # Python built without ctypes (some minimal images)
+# ImportError: a Python built without ctypes (some minimal images).
+# MemoryError: importing ctypes creates a callback, which an old libffi can
+# only do with writable+executable memory; MemoryDenyWriteExecute refuses it.
+except (ImportError, MemoryError):
     ctypes = None
 
 EAGAIN_MESSAGE = "send buffer full (EAGAIN)"
@@ -197,13 +200,13 @@ class SendmmsgFanOut(_FanOutBase):
         failed = []
         start = 0
         while True:
-            if sent < 0:
-                code = ctypes.get_errno()
+            if sent > 0:
+                start += sent
+            else:
+                code = ctypes.get_errno() or errno.EIO
                 if code != errno.EINTR:
                     failed.append((start, code))
                     start += 1
-            else:
-                start += sent
             if start >= count:
                 return failed
             sent = self._sendmmsg(self._fd, member_set.headers_address + start * self._stride, count - start, 0)

@@ -17,6 +17,7 @@ __metaclass__ = type
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_native
 from ansible.module_utils.six import string_types
+from ansible_collections.multicast.proxy.plugins.filter.auth_keys import fleet_auth_problems
 from ansible_collections.multicast.proxy.plugins.module_utils.relay_config import (
     CLIENT_TOP_KEY,
     SERVER_TOP_KEY,
@@ -260,7 +261,7 @@ def _note(problems, exc):
 
 
 def fleet_problems(groups_def, hostvars, groups, variable=DEFAULT_VARIABLE):
-    """Every problem of the fleet's membership, as a list of messages (empty when all is well)."""
+    """Every problem of the fleet's membership and keys, as a list of messages (empty when all is well)."""
     definitions, problems = _definitions(groups_def, groups, variable)
     hosts = []
     for definition in definitions:
@@ -276,6 +277,7 @@ def fleet_problems(groups_def, hostvars, groups, variable=DEFAULT_VARIABLE):
                 build(definitions, host, hostvars, None)
             except FleetError as exc:
                 _note(problems, exc)
+    problems.extend(fleet_auth_problems(definitions, hostvars))
     return problems
 
 

@@ -381,7 +381,7 @@ def _object_builder():
         for key, value in pairs:
             if key in result:
                 raise ConfigError(key, "key appears twice in the same object; keep one")
-            if type(value) is list and value and set(map(type, value)) == {str}:
+            if isinstance(value, list) and value and set(map(type, value)) == {str}:
                 value = list(map(shared.setdefault, value, value))
             result[key] = value
         return result

@@ -19,7 +19,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '/^# usage:/,/^# NAME/p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '/^# usage:/,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 

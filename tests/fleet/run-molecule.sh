@@ -6,6 +6,9 @@
 # usage: tests/fleet/run-molecule.sh SCENARIO [RELEASE...]
 #        RELEASE: bullseye, bookworm (default), trixie, or all
 # extra molecule arguments: MOLECULE_ARGS (e.g. "--destroy never" to debug)
+# A scenario's fleet has fixed container names and addresses (its inventory)
+# and molecule keeps one state directory per scenario: never run the same
+# scenario twice at once on one machine; the releases here run one after another.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "$0")/../.." && pwd)

@@ -4,13 +4,14 @@ A frame is accepted only when (source address, local port, group, group port)
 matches a configured entry.  The payload is re-sent to group_ip:group_port
 with TTL 0 (it never leaves the host, and the server's loop guard recognises
 it) and loopback on, on the interface where a local receiver joined the group.
+Frames are received and re-delivered in batches (redelivery.py).
 """
 
 import selectors
 import socket
 import struct
 
-from . import auth, config, frame, netinfo, rawsend
+from . import auth, config, fastpath, frame, netinfo, rawsend, redelivery
 from .daemon import Daemon, set_buffer
 from .replay import ReplayWindow
 from .sequence import SequenceTracker
@@ -19,14 +20,16 @@ from .sequence import SequenceTracker
 # group; only what is queued is charged, and net.ipv4.udp_mem caps the total.
 RECV_BUFFER = 32 << 20
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
-BATCH = 64
+# The frame module's precompiled header layout: the receive loop unpacks it
+# itself and calls frame.parse_from only for frames that are not plain v1.
+_HEADER = frame._HEADER
 CLIENT_DROP_REASONS = ("malformed", "bad_version", "unknown_server", "unknown_group", "deliver_error",
                        "receive_error") + auth.AUTH_DROP_REASONS + ("replay",)
 
 
 class Entry:
-    __slots__ = ("server_ip", "server_port", "group_ip", "group_port", "destination", "targets", "interfaces", "raw",
-                 "rx_packets", "rx_bytes", "delivered_packets", "delivered_bytes", "tracker", "replay")
+    __slots__ = ("server_ip", "server_port", "group_ip", "group_port", "destination", "sockaddr", "targets",
+                 "interfaces", "raw", "rx_packets", "rx_bytes", "delivered_packets", "delivered_bytes", "tracker", "replay")
 
     def __init__(self, server_ip, server_port, group_ip, group_port):
         self.server_ip = server_ip
@@ -34,6 +37,7 @@ class Entry:
         self.group_ip = group_ip
         self.group_port = group_port
         self.destination = (group_ip, group_port)
+        self.sockaddr = redelivery.sockaddr_in(group_ip, group_port)
         self.targets = ()
         # True: re-deliver through rawsend with the original source (VRRP, preserve_source).
         self.raw = False
@@ -49,6 +53,12 @@ class Entry:
     @property
     def key(self):
         return (self.server_ip, self.server_port, frame.ip_to_int(self.group_ip), self.group_port)
+
+    @property
+    def route(self):
+        """The key a received frame finds this entry by (see ClientDaemon._deliver)."""
+        return (redelivery.address_key(self.server_ip), self.server_port, frame.ip_to_int(self.group_ip),
+                self.group_port)
 
     def as_dict(self):
         tracker = self.tracker
@@ -83,14 +93,15 @@ class ClientDaemon(Daemon):
     def __init__(self, directory=None):
         super(ClientDaemon, self).__init__(directory)
         self.entries = {}       # key -> Entry
-        self.servers = set()    # configured server addresses
+        self.routes = {}        # Entry.route -> Entry
+        self.servers = set()    # redelivery.address_key of the configured server addresses
         self.listeners = {}     # (local address, server port) -> socket
         self._local_addresses = set()
         self.delivery = {}      # (interface, raw) -> UDP socket or rawsend.RawDelivery
         self.drops = dict.fromkeys(CLIENT_DROP_REASONS, 0)
         self.listen_errors = {}
-        self.buffer = bytearray(frame.MAX_UDP_PAYLOAD + 1)
-        self.view = memoryview(self.buffer)
+        self.receiver = None    # redelivery receiver and sender, opened with the first config
+        self.sender = None
         self._igmp_text = None
         self.verifier = None    # auth.Verifier while auth_keys.json exists
 
@@ -101,6 +112,9 @@ class ClientDaemon(Daemon):
         self.verifier = auth.Verifier(keys, self.verifier) if keys is not None else None
 
     def apply_config(self, cfg):
+        if self.receiver is None:
+            self.receiver, self.sender = redelivery.batch_io()
+            self.log.info("receiving frames with %s, re-delivering with %s", self.receiver.name, self.sender.name)
         changes = {"added": [], "removed": [], "ports_opened": [], "ports_closed": [], "errors": []}
         wanted = {}
         for item in cfg[config.CLIENT_TOP_KEY]:
@@ -118,7 +132,8 @@ class ClientDaemon(Daemon):
                 changes["added"].append(self._describe(entry))
             else:
                 self.entries[key].raw = entry.raw
-        self.servers = set(e.server_ip for e in self.entries.values())
+        self.routes = dict((e.route, e) for e in self.entries.values())
+        self.servers = set(redelivery.address_key(e.server_ip) for e in self.entries.values())
         self._local_addresses = netinfo.local_addresses()
         self._sync_listeners(changes)
         self._igmp_text = None
@@ -241,6 +256,10 @@ class ClientDaemon(Daemon):
         for sock in self.delivery.values():
             sock.close()
         self.delivery = {}
+        if self.receiver is not None:
+            self.sender.close()
+            self.receiver.close()
+            self.receiver = self.sender = None
 
     def status_line(self):
         return "%d entries, %d ports" % (len(self.entries), len(set(p for _a, p in self.listeners)))
@@ -251,72 +270,110 @@ class ClientDaemon(Daemon):
         return on_readable
 
     def _deliver(self, port, sock):
-        """Receive up to BATCH frames on ``port`` and re-deliver the accepted ones."""
-        buffer = self.buffer
-        view = self.view
-        entries = self.entries
+        """Receive the frames queued on ``port`` (up to a batch) and re-deliver the accepted ones."""
+        receiver = self.receiver
         drops = self.drops
-        for _attempt in range(BATCH):
-            try:
-                nbytes, source = sock.recvfrom_into(buffer)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                drops["receive_error"] += 1
-                self.drop_log.drop("receive_error", "port %d: %s" % (port, exc))
-                return
-            try:
-                (flags, proto, tos, key_id, group_addr, group_port, src_addr, src_port, seq,
-                 start, end) = frame.parse_from(buffer, nbytes)
-            except frame.FrameError as exc:
-                drops[exc.reason] += 1
-                self.drop_log.drop(exc.reason, "from %s:%d on port %d: %s" % (source[0], source[1], port, exc))
-                continue
-            entry = entries.get((source[0], port, group_addr, group_port))
-            if entry is None:
-                # Group port 0: the entry takes every port of the group (capture mode, any port).
-                entry = entries.get((source[0], port, group_addr, 0))
-            if entry is None:
-                reason = "unknown_group" if source[0] in self.servers else "unknown_server"
-                drops[reason] += 1
-                self.drop_log.drop(reason, "frame from %s:%d on port %d for %s:%d matches no entry" % (
-                    source[0], source[1], port, frame.int_to_ip(group_addr), group_port))
-                continue
-            verifier = self.verifier
-            if verifier is not None:
-                reason = verifier.check(view, flags, key_id, end)
-                if reason is None and not entry.replay.admit(seq):
-                    reason = "replay"
-                if reason is not None:
+        try:
+            count = receiver.receive(sock)
+        except OSError as exc:
+            drops["receive_error"] += 1
+            self.drop_log.drop("receive_error", "port %d: %s" % (port, exc))
+            return
+        if not count:
+            return
+        lengths = receiver.lengths
+        sources = receiver.sources
+        slots = receiver.slots
+        routes = self.routes
+        verifier = self.verifier
+        add = self.sender.add
+        unpack_header = _HEADER.unpack_from
+        try:
+            for index in range(count):
+                nbytes = lengths[index]
+                view = slots[index]
+                if nbytes >= frame.HEADER_LEN:
+                    (magic, version, flags, start, proto, tos, key_id, group_addr, group_port, src_addr, src_port,
+                     seq) = unpack_header(view)
+                    end = nbytes
+                if nbytes < frame.HEADER_LEN or magic != frame.MAGIC or version != frame.VERSION or flags \
+                        or start != frame.HEADER_LEN:
+                    # Not a plain untagged v1 frame: the frame module decides (tag, error and its reason).
+                    try:
+                        (flags, proto, tos, key_id, group_addr, group_port, src_addr, src_port, seq,
+                         start, end) = frame.parse_from(view, nbytes)
+                    except frame.FrameError as exc:
+                        drops[exc.reason] += 1
+                        self.drop_log.drop(exc.reason, "from %s:%d on port %d: %s" % (
+                            receiver.source(index) + (port, exc)))
+                        continue
+                source = sources[index]
+                entry = routes.get((source, port, group_addr, group_port))
+                if entry is None:
+                    # Group port 0: the entry takes every port of the group (capture mode, any port).
+                    entry = routes.get((source, port, group_addr, 0))
+                if entry is None:
+                    reason = "unknown_group" if source in self.servers else "unknown_server"
                     drops[reason] += 1
-                    self.drop_log.drop(reason, "frame from %s:%d for %s:%d, key id %d, sequence %016x" % (
-                        source[0], source[1], entry.group_ip, entry.group_port, key_id, seq))
+                    self.drop_log.drop(reason, "frame from %s:%d on port %d for %s:%d matches no entry" % (
+                        receiver.source(index) + (port, frame.int_to_ip(group_addr), group_port)))
                     continue
-                verifier.accepted[key_id] += 1
-            entry.rx_packets += 1
-            length = end - start
-            entry.rx_bytes += length
-            entry.tracker.observe(seq)
-            if not entry.targets:
+                if verifier is not None:
+                    reason = verifier.check(view, flags, key_id, end)
+                    if reason is None and not entry.replay.admit(seq):
+                        reason = "replay"
+                    if reason is not None:
+                        drops[reason] += 1
+                        self.drop_log.drop(reason, "frame from %s:%d for %s:%d, key id %d, sequence %016x" % (
+                            receiver.source(index) + (entry.group_ip, entry.group_port, key_id, seq)))
+                        continue
+                    verifier.accepted[key_id] += 1
+                entry.rx_packets += 1
+                length = end - start
+                entry.rx_bytes += length
+                entry.tracker.observe(seq)
+                targets = entry.targets
+                if not targets:
+                    drops["deliver_error"] += 1
+                    self.drop_log.drop("deliver_error", "group %s:%d: no usable delivery interface (%s)" % (
+                        entry.group_ip, entry.group_port, ", ".join(entry.interfaces)))
+                    continue
+                if entry.raw:
+                    self._deliver_raw(entry, view[start:end], proto, tos, src_addr, src_port, group_addr, group_port)
+                    continue
+                if entry.group_port:
+                    destination = entry.destination
+                    sockaddr = entry.sockaddr
+                else:
+                    destination = (entry.group_ip, group_port)
+                    sockaddr = redelivery.sockaddr_in(entry.group_ip, group_port)
+                for target in targets:
+                    add(target, entry, index, start, length, destination, sockaddr)
+                # Counted as delivered now; the copies the kernel refuses are taken back below.
+                entry.delivered_packets += len(targets)
+                entry.delivered_bytes += length * len(targets)
+        finally:
+            for entry, length, code in self.sender.flush():
+                entry.delivered_packets -= 1
+                entry.delivered_bytes -= length
                 drops["deliver_error"] += 1
-                self.drop_log.drop("deliver_error", "group %s:%d: no usable delivery interface (%s)" % (
-                    entry.group_ip, entry.group_port, ", ".join(entry.interfaces)))
-                continue
-            payload = view[start:end]
-            destination = entry.destination if entry.group_port else (entry.group_ip, group_port)
+                self.drop_log.drop("deliver_error", "group %s:%d: %s" % (
+                    entry.group_ip, entry.group_port, fastpath.error_message(code)))
+
+    def _deliver_raw(self, entry, payload, proto, tos, src_addr, src_port, group_addr, group_port):
+        """Re-deliver one payload with its original source through every raw target of ``entry``."""
+        try:
             for target in entry.targets:
                 try:
-                    if entry.raw:
-                        target.send(proto, tos, src_addr, src_port, group_addr, group_port, payload)
-                    else:
-                        target.sendto(payload, destination)
+                    target.send(proto, tos, src_addr, src_port, group_addr, group_port, payload)
                 except (OSError, ValueError) as exc:
-                    drops["deliver_error"] += 1
+                    self.drops["deliver_error"] += 1
                     self.drop_log.drop("deliver_error", "group %s:%d: %s" % (
                         entry.group_ip, entry.group_port, getattr(exc, "strerror", None) or exc))
                 else:
                     entry.delivered_packets += 1
-                    entry.delivered_bytes += length
+                    entry.delivered_bytes += len(payload)
+        finally:
             payload.release()
 
     def stats(self):

@@ -135,18 +135,32 @@ if ctypes is not None:
         _fields_ = [("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint)]
 
 
-def _libc_sendmmsg():
-    """libc's sendmmsg as a ctypes function, or None where it cannot be called."""
+def libc_function(name, argtypes):
+    """libc's function ``name`` (returning int) as a ctypes function, or None where it cannot be called."""
     if ctypes is None:
         return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        function = libc.sendmmsg
+        function = getattr(libc, name)
     except (OSError, AttributeError):
         return None
-    function.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
+    function.argtypes = argtypes
     function.restype = ctypes.c_int
     return function
+
+
+def _libc_sendmmsg():
+    """libc's sendmmsg as a ctypes function, or None where it cannot be called."""
+    if ctypes is None:
+        return None
+    return libc_function("sendmmsg", (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int))
+
+
+def libc_recvmmsg():
+    """libc's recvmmsg as a ctypes function (the timeout argument is passed as NULL), or None."""
+    if ctypes is None:
+        return None
+    return libc_function("recvmmsg", (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p))
 
 
 class SendmmsgFanOut(_FanOutBase):

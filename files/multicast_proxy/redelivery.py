@@ -1,0 +1,299 @@
+"""The client's batched data path: ``recvmmsg`` in, ``sendmmsg`` out.
+
+Per frame the client used to make two system calls (``recvfrom_into``, then
+``sendto`` of the payload); the C reference makes two per batch.  Here a
+readable listener is drained with one ``recvmmsg`` into preallocated slots,
+and the accepted payloads are re-delivered with one ``sendmmsg`` per run of
+consecutive frames for the same delivery socket, straight from the slots (an
+iovec points at the payload inside its slot; nothing is copied).
+
+Everything the calls need is built once per daemon: the slots (one anonymous
+mapping, so only the pages frames touch become resident), one ``iovec`` and
+one ``sockaddr_in`` per slot for receiving, and per output record an
+``iovec`` and a ``sockaddr_in`` that the client fills with one
+``struct.pack_into`` per copy.  The batch is whatever is queued when the
+listener turns readable: nothing waits for a batch to fill.
+
+Where ctypes or the libc functions are missing, ``RecvfromReceiver`` and
+``SendtoSender`` do the same job with one system call per frame and copy;
+both pairs expose the same interface, so the client does not care which runs.
+"""
+
+import errno
+import mmap
+import os
+import socket
+import struct
+
+from . import fastpath, frame
+
+ctypes = fastpath.ctypes
+
+BATCH = 64
+# One slot holds the largest UDP payload with a byte to spare, rounded up to a page multiple.
+SLOT = 1 << 16
+assert SLOT > frame.MAX_UDP_PAYLOAD
+# The kernel's sockaddr_in holds the address in network order; read as a
+# native 32-bit word it becomes this key (what ``address_key`` computes).
+_NATIVE_WORD = struct.Struct("=I")
+_SOCKADDR_PORT_ADDRESS = struct.Struct("!2xH4s8x")
+
+
+def address_key(ip):
+    """The integer a received frame's source address ``ip`` is looked up by."""
+    return _NATIVE_WORD.unpack(socket.inet_aton(ip))[0]
+
+
+def sockaddr_in(ip, port):
+    """``struct sockaddr_in`` of ``ip``:``port`` as 16 bytes."""
+    return fastpath._sockaddr_in(ip, port)
+
+
+def _anonymous_slots(batch):
+    memory = mmap.mmap(-1, SLOT * batch)
+    whole = memoryview(memory)
+    return memory, whole, [whole[index * SLOT:(index + 1) * SLOT] for index in range(batch)]
+
+
+class RecvfromReceiver:
+    """One ``recvfrom_into`` per frame: the fallback where recvmmsg cannot be called."""
+
+    name = "recvfrom"
+
+    def __init__(self, batch=BATCH):
+        self._memory, self._whole, self.slots = _anonymous_slots(batch)
+        self.lengths = []
+        self.sources = []
+        self._names = []
+        # An error met after some frames were read is raised by the next call,
+        # as recvmmsg(2) does.
+        self._error = None
+
+    def receive(self, sock):
+        """Read what is queued on ``sock``, up to one frame per slot; the count.
+
+        Fills ``lengths`` and ``sources`` (``address_key`` of each sender).
+        Raises OSError when the first read fails.
+        """
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        lengths = []
+        sources = []
+        names = []
+        for slot in self.slots:
+            try:
+                nbytes, name = sock.recvfrom_into(slot)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if not lengths:
+                    raise
+                self._error = exc
+                break
+            lengths.append(nbytes)
+            sources.append(address_key(name[0]))
+            names.append(name)
+        self.lengths = lengths
+        self.sources = sources
+        self._names = names
+        return len(lengths)
+
+    def source(self, index):
+        """(address, port) of the sender of frame ``index`` of the last batch, for messages."""
+        return self._names[index]
+
+    def close(self):
+        for slot in self.slots:
+            slot.release()
+        self._whole.release()
+        self._memory.close()
+
+
+class SendtoSender:
+    """One ``sendto`` per copy, at once: the fallback where sendmmsg cannot be called."""
+
+    name = "sendto"
+
+    def __init__(self, receiver):
+        self._slots = receiver.slots
+        self._failed = []
+
+    def add(self, target, entry, slot, start, length, destination, _sockaddr):
+        """Re-deliver ``length`` bytes at ``start`` of ``slot`` to ``destination`` through ``target``."""
+        payload = self._slots[slot][start:start + length]
+        try:
+            target.sendto(payload, destination)
+        except OSError as exc:
+            self._failed.append((entry, length, exc.errno or errno.EIO))
+        finally:
+            payload.release()
+
+    def flush(self):
+        """Send what is pending; a list of (entry, length, errno) of the copies that failed."""
+        failed, self._failed = self._failed, []
+        return failed
+
+    def close(self):
+        self._slots = ()
+
+
+if ctypes is not None:
+    class _Record(ctypes.Structure):
+        # One output copy: where its payload is, and where it goes.
+        _fields_ = [("iov", fastpath._IoVec), ("name", ctypes.c_char * 16)]
+
+
+class MmsgReceiver:
+    """One ``recvmmsg`` per readable event, into preallocated slots."""
+
+    name = "recvmmsg"
+
+    def __init__(self, recvmmsg, batch=BATCH):
+        self._recvmmsg = recvmmsg
+        self._batch = batch
+        self._memory, self._whole, self.slots = _anonymous_slots(batch)
+        # from_buffer pins the mapping: it cannot be closed while we point into it.
+        self._frames = (ctypes.c_char * (SLOT * batch)).from_buffer(self._memory)
+        base = ctypes.addressof(self._frames)
+        self.addresses = [base + index * SLOT for index in range(batch)]
+        self._iovs = (fastpath._IoVec * batch)(*[fastpath._IoVec(address, SLOT) for address in self.addresses])
+        self._names = (ctypes.c_uint32 * (4 * batch))()
+        self._headers = (fastpath._MMsgHdr * batch)()
+        names = ctypes.addressof(self._names)
+        iovs = ctypes.addressof(self._iovs)
+        for index, header in enumerate(self._headers):
+            header.msg_hdr.msg_name = names + 16 * index
+            header.msg_hdr.msg_namelen = 16
+            header.msg_hdr.msg_iov = iovs + index * ctypes.sizeof(fastpath._IoVec)
+            header.msg_hdr.msg_iovlen = 1
+        self._headers_address = ctypes.addressof(self._headers)
+        # Strided views, so a batch's lengths and sources are read with one
+        # C-level copy each instead of one ctypes attribute access per frame.
+        words = memoryview(self._headers).cast("B").cast("I")
+        stride = ctypes.sizeof(fastpath._MMsgHdr) // 4
+        self._length_words = words[fastpath._MMsgHdr.msg_len.offset // 4::stride]
+        self._name_bytes = memoryview(self._names).cast("B")
+        self._source_words = self._name_bytes.cast("I")[1::4]
+        self.lengths = []
+        self.sources = []
+
+    def receive(self, sock):
+        """Read what is queued on ``sock``, up to one frame per slot; the count.
+
+        Fills ``lengths`` and ``sources`` (``address_key`` of each sender).
+        Raises OSError when the call fails (an error after some frames is
+        reported by the kernel on the next call).
+        """
+        fd = sock.fileno()
+        while True:
+            count = self._recvmmsg(fd, self._headers_address, self._batch, 0, None)
+            if count >= 0:
+                break
+            code = ctypes.get_errno()
+            if code in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return 0
+            if code != errno.EINTR:
+                raise OSError(code, os.strerror(code))
+        self.lengths = self._length_words[:count].tolist()
+        self.sources = self._source_words[:count].tolist()
+        return count
+
+    def source(self, index):
+        """(address, port) of the sender of frame ``index`` of the last batch, for messages."""
+        port, address = _SOCKADDR_PORT_ADDRESS.unpack_from(self._name_bytes, 16 * index)
+        return socket.inet_ntoa(address), port
+
+    def close(self):
+        for view in [self._length_words, self._source_words, self._name_bytes] + self.slots:
+            view.release()
+        self._whole.release()
+        self._frames = None
+        self._memory.close()
+
+
+class MmsgSender:
+    """Copies queued per delivery socket and sent with one ``sendmmsg`` per run.
+
+    A run ends when a copy for another socket is added, when the records are
+    full, or at ``flush``; the payloads stay in the receiver's slots until then.
+    """
+
+    name = "sendmmsg"
+
+    def __init__(self, sendmmsg, receiver, capacity=2 * BATCH):
+        self._sendmmsg = sendmmsg
+        self._slot_addresses = receiver.addresses
+        self._capacity = capacity
+        self._records = (_Record * capacity)()
+        self._record_size = ctypes.sizeof(_Record)
+        assert self._record_size == 32 and _Record.name.offset == 16
+        self._record_view = memoryview(self._records).cast("B")
+        self._pack = struct.Struct("@PN16s").pack_into
+        self._headers = (fastpath._MMsgHdr * capacity)()
+        records = ctypes.addressof(self._records)
+        for index, header in enumerate(self._headers):
+            header.msg_hdr.msg_name = records + index * self._record_size + _Record.name.offset
+            header.msg_hdr.msg_namelen = 16
+            header.msg_hdr.msg_iov = records + index * self._record_size
+            header.msg_hdr.msg_iovlen = 1
+        self._headers_address = ctypes.addressof(self._headers)
+        self._stride = ctypes.sizeof(fastpath._MMsgHdr)
+        self._socket = None
+        self._entries = []      # per pending record: (entry, length)
+        self._failed = []
+
+    def add(self, target, entry, slot, start, length, _destination, sockaddr):
+        """Queue ``length`` bytes at ``start`` of ``slot`` for ``sockaddr`` through ``target``."""
+        count = len(self._entries)
+        if target is not self._socket or count == self._capacity:
+            self._send()
+            self._socket = target
+            count = 0
+        self._pack(self._record_view, count * self._record_size, self._slot_addresses[slot] + start, length,
+                   sockaddr)
+        self._entries.append((entry, length))
+
+    def flush(self):
+        """Send what is pending; a list of (entry, length, errno) of the copies that failed."""
+        self._send()
+        self._socket = None
+        failed, self._failed = self._failed, []
+        return failed
+
+    def _send(self):
+        entries = self._entries
+        count = len(entries)
+        if not count:
+            return
+        fd = self._socket.fileno()
+        start = 0
+        while start < count:
+            sent = self._sendmmsg(fd, self._headers_address + start * self._stride, count - start, 0)
+            if sent > 0:
+                start += sent
+                continue
+            # The kernel stops at the first copy it cannot send (-1 when that
+            # is the first one): count it as failed and go on with the next.
+            code = ctypes.get_errno() or errno.EIO
+            if code == errno.EINTR:
+                continue
+            entry, length = entries[start]
+            self._failed.append((entry, length, code))
+            start += 1
+        del entries[:]
+
+    def close(self):
+        self._record_view.release()
+        self._slot_addresses = ()
+
+
+def batch_io(use_mmsg=True):
+    """The fastest (receiver, sender) pair this Python offers."""
+    recvmmsg = fastpath.libc_recvmmsg() if use_mmsg else None
+    sendmmsg = fastpath._libc_sendmmsg() if use_mmsg else None
+    if recvmmsg is None or sendmmsg is None:
+        receiver = RecvfromReceiver()
+        return receiver, SendtoSender(receiver)
+    receiver = MmsgReceiver(recvmmsg)
+    return receiver, MmsgSender(sendmmsg, receiver)

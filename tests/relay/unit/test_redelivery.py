@@ -1,0 +1,196 @@
+"""The client's batched data path (redelivery.py): recvmmsg/sendmmsg and the per-frame fallback.
+
+Real traffic goes to sockets this test binds on loopback addresses only.
+"""
+
+import errno
+import socket
+
+import pytest
+
+from multicast_proxy import redelivery
+
+
+def udp_socket(address="127.0.0.1", blocking=False):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((address, 0))
+    sock.setblocking(blocking)
+    return sock
+
+
+@pytest.fixture
+def sockets():
+    opened = []
+
+    def open_one(address="127.0.0.1", blocking=False):
+        sock = udp_socket(address, blocking)
+        opened.append(sock)
+        return sock
+
+    yield open_one
+    for sock in opened:
+        sock.close()
+
+
+@pytest.fixture(params=[True, False], ids=["mmsg", "fallback"])
+def batch_io(request):
+    receiver, sender = redelivery.batch_io(use_mmsg=request.param)
+    yield receiver, sender
+    sender.close()
+    receiver.close()
+
+
+def test_the_mmsg_pair_is_used_where_libc_has_it():
+    receiver, sender = redelivery.batch_io()
+    assert (receiver.name, sender.name) == ("recvmmsg", "sendmmsg")
+    sender.close()
+    receiver.close()
+    receiver, sender = redelivery.batch_io(use_mmsg=False)
+    assert (receiver.name, sender.name) == ("recvfrom", "sendto")
+    sender.close()
+    receiver.close()
+
+
+def test_a_batch_is_what_is_queued(sockets, batch_io):
+    receiver, _sender = batch_io
+    listener = sockets()
+    first, second = sockets("127.0.0.1"), sockets("127.0.0.2")
+    frames = [(first, b"one"), (second, b"x" * 1400), (first, b"")]
+    for sock, data in frames:
+        sock.sendto(data, listener.getsockname())
+    assert receiver.receive(listener) == 3
+    assert receiver.lengths == [3, 1400, 0]
+    assert receiver.sources == [redelivery.address_key("127.0.0.1"), redelivery.address_key("127.0.0.2"),
+                                redelivery.address_key("127.0.0.1")]
+    assert [receiver.source(i) for i in range(3)] == [sock.getsockname() for sock, _data in frames]
+    assert bytes(receiver.slots[1][:1400]) == b"x" * 1400 and bytes(receiver.slots[0][:3]) == b"one"
+    # Nothing queued: an empty batch, not an error and not a wait.
+    assert receiver.receive(listener) == 0
+
+
+def test_a_batch_stops_at_the_slot_count(sockets, batch_io):
+    receiver, _sender = batch_io
+    listener = sockets()
+    source = sockets()
+    for number in range(redelivery.BATCH + 5):
+        source.sendto(b"%d" % number, listener.getsockname())
+    assert receiver.receive(listener) == redelivery.BATCH
+    assert receiver.receive(listener) == 5
+    assert bytes(receiver.slots[4][:receiver.lengths[4]]) == b"%d" % (redelivery.BATCH + 4)
+
+
+def test_a_receive_error_is_raised(sockets, batch_io):
+    receiver, _sender = batch_io
+    closed = sockets()
+    port = closed.getsockname()[1]
+    closed.close()
+    connected = sockets()
+    connected.connect(("127.0.0.1", port))
+    connected.send(b"to nobody")
+    # Loopback answers with ICMP port unreachable, reported by the next receive.
+    with pytest.raises(OSError) as caught:
+        receiver.receive(connected)
+    assert caught.value.errno == errno.ECONNREFUSED
+
+
+def test_copies_go_out_per_socket_in_order_from_the_slots(sockets, batch_io):
+    receiver, sender = batch_io
+    listener = sockets()
+    feeder = sockets()
+    destination = sockets(blocking=True)
+    destination.settimeout(2)
+    out_a, out_b = sockets(), sockets()
+    for data in (b"alpha", b"bravo-payload", b"charlie"):
+        feeder.sendto(b"HEADER" + data, listener.getsockname())
+    assert receiver.receive(listener) == 3
+    address = destination.getsockname()
+    sockaddr = redelivery.sockaddr_in(*address)
+    entry_a, entry_b = object(), object()
+    # Frames 0 and 2 through out_a, frame 1 through out_b: three runs.
+    for slot, target, entry in ((0, out_a, entry_a), (1, out_b, entry_b), (2, out_a, entry_a)):
+        sender.add(target, entry, slot, 6, receiver.lengths[slot] - 6, address, sockaddr)
+    assert sender.flush() == []
+    got = [destination.recvfrom(2048) for _ in range(3)]
+    assert [data for data, _source in got] == [b"alpha", b"bravo-payload", b"charlie"]
+    assert [source for _data, source in got] == [out_a.getsockname(), out_b.getsockname(), out_a.getsockname()]
+    # Flushed means sent: a second flush sends nothing more.
+    assert sender.flush() == []
+    destination.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        destination.recvfrom(2048)
+
+
+def test_a_refused_copy_is_reported_and_the_others_go_out(sockets, batch_io):
+    receiver, sender = batch_io
+    listener = sockets()
+    sockets().sendto(b"payload", listener.getsockname())
+    assert receiver.receive(listener) == 1
+    destination = sockets(blocking=True)
+    destination.settimeout(2)
+    good = destination.getsockname()
+    out = sockets()
+    entries = [object(), object(), object()]
+    # Port 0 is not a destination: the kernel refuses that copy with EINVAL.
+    for entry, address in zip(entries, (good, ("127.0.0.1", 0), good)):
+        sender.add(out, entry, 0, 0, 7, address, redelivery.sockaddr_in(*address))
+    assert sender.flush() == [(entries[1], 7, errno.EINVAL)]
+    assert [destination.recvfrom(64)[0] for _ in range(2)] == [b"payload", b"payload"]
+
+
+def test_more_copies_than_records_are_all_sent(sockets):
+    receiver, sender = redelivery.batch_io()
+    try:
+        listener = sockets()
+        sockets().sendto(b"copy", listener.getsockname())
+        assert receiver.receive(listener) == 1
+        destination = sockets()
+        address = destination.getsockname()
+        out = sockets()
+        copies = 2 * redelivery.BATCH + 3
+        for _copy in range(copies):
+            sender.add(out, None, 0, 0, 4, address, redelivery.sockaddr_in(*address))
+        assert sender.flush() == []
+        received = 0
+        while True:
+            try:
+                assert destination.recv(64) == b"copy"
+            except BlockingIOError:
+                break
+            received += 1
+        assert received == copies
+    finally:
+        sender.close()
+        receiver.close()
+
+
+@pytest.mark.parametrize("use_mmsg", [True, False], ids=["mmsg", "fallback"])
+def test_the_client_takes_back_copies_the_kernel_refused(tmp_path, sockets, use_mmsg):
+    import logging
+
+    from multicast_proxy import client, daemon, frame
+
+    listener = sockets()
+    port = listener.getsockname()[1]
+    destination = sockets()
+    good_port = destination.getsockname()[1]
+    out = sockets()
+    relay = client.ClientDaemon(str(tmp_path))
+    relay.log = logging.getLogger("test_redelivery")
+    relay.drop_log = daemon.DropLog(relay.log)
+    relay.receiver, relay.sender = redelivery.batch_io(use_mmsg)
+    # Group port 0: re-delivered to the frame's group port, so a frame for port 0 is refused (EINVAL).
+    entry = client.Entry("127.0.0.1", port, "127.0.0.1", 0)
+    entry.targets = (out,)
+    relay.entries = {entry.key: entry}
+    relay.routes = {entry.route: entry}
+    relay.servers = {redelivery.address_key("127.0.0.1")}
+    feeder = sockets()
+    for sequence, group_port in ((1, good_port), (2, 0), (3, good_port)):
+        feeder.sendto(frame.encode("127.0.0.1", group_port, "10.0.0.9", 1, sequence, b"data%d" % sequence),
+                      ("127.0.0.1", port))
+    relay._deliver(port, listener)
+    assert (entry.rx_packets, entry.rx_bytes, entry.delivered_packets, entry.delivered_bytes) == (3, 15, 2, 10)
+    assert relay.drops["deliver_error"] == 1
+    assert [destination.recv(64) for _ in range(2)] == [b"data1", b"data3"]
+    relay.close_data_sockets()
+    assert relay.receiver is None

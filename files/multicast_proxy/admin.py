@@ -280,7 +280,8 @@ def run_stats(action, directory, out):
                 raise CommandFailed(EXIT_USAGE, "group %s is not running in the server daemon; see multis_admin -S"
                                     % action.group_ip)
         if action.json:
-            _dump_json({"side": "server", "started": reply["started"], "groups": groups}, out)
+            _dump_json({"side": "server", "started": reply["started"], "auth": reply.get("auth"),
+                        "groups": groups}, out)
             return EXIT_OK
         write_server_stats(groups, out)
         return EXIT_OK
@@ -292,8 +293,8 @@ def run_stats(action, directory, out):
             raise CommandFailed(EXIT_USAGE, "no entry for server %s, group port %d; see multic_admin -L"
                                 % (action.server_ip, port))
     if action.json:
-        _dump_json({"side": "client", "started": reply["started"], "drops": reply["drops"],
-                    "listen_errors": reply["listen_errors"], "entries": entries}, out)
+        _dump_json({"side": "client", "started": reply["started"], "auth": reply.get("auth"),
+                    "drops": reply["drops"], "listen_errors": reply["listen_errors"], "entries": entries}, out)
         return EXIT_OK
     write_client_stats(entries, reply["drops"], reply["listen_errors"], out)
     return EXIT_OK

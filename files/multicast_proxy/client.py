@@ -270,17 +270,23 @@ class ClientDaemon(Daemon):
         return on_readable
 
     def _deliver(self, port, sock):
-        """Receive the frames queued on ``port`` (up to a batch) and re-deliver the accepted ones."""
+        """Re-deliver the first frame queued on ``port``, then a batch of what is queued behind it."""
+        receiver = self.receiver
+        for receive in (receiver.receive_first, receiver.receive):
+            try:
+                count = receive(sock)
+            except OSError as exc:
+                self.drops["receive_error"] += 1
+                self.drop_log.drop("receive_error", "port %d: %s" % (port, exc))
+                return
+            if not count:
+                return
+            self._deliver_received(port, count)
+
+    def _deliver_received(self, port, count):
+        """Check and re-deliver the ``count`` frames the receiver holds."""
         receiver = self.receiver
         drops = self.drops
-        try:
-            count = receiver.receive(sock)
-        except OSError as exc:
-            drops["receive_error"] += 1
-            self.drop_log.drop("receive_error", "port %d: %s" % (port, exc))
-            return
-        if not count:
-            return
         lengths = receiver.lengths
         sources = receiver.sources
         slots = receiver.slots

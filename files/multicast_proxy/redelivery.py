@@ -5,7 +5,9 @@ Per frame the client used to make two system calls (``recvfrom_into``, then
 readable listener is drained with one ``recvmmsg`` into preallocated slots,
 and the accepted payloads are re-delivered with one ``sendmmsg`` per run of
 consecutive frames for the same delivery socket, straight from the slots (an
-iovec points at the payload inside its slot; nothing is copied).
+iovec points at the payload inside its slot; nothing is copied).  A frame
+that arrives alone takes ``recvfrom_into`` and ``sendto``, which cost less
+than a ctypes call.
 
 Everything the calls need is built once per daemon: the slots (one anonymous
 mapping, so only the pages frames touch become resident), one ``iovec`` and
@@ -37,6 +39,7 @@ assert SLOT > frame.MAX_UDP_PAYLOAD
 # native 32-bit word it becomes this key (what ``address_key`` computes).
 _NATIVE_WORD = struct.Struct("=I")
 _SOCKADDR_PORT_ADDRESS = struct.Struct("!2xH4s8x")
+_KEY_CACHE_SIZE = 1024
 
 
 def address_key(ip):
@@ -55,7 +58,35 @@ def _anonymous_slots(batch):
     return memory, whole, [whole[index * SLOT:(index + 1) * SLOT] for index in range(batch)]
 
 
-class RecvfromReceiver:
+class _FirstFrame:
+    """``receive_first``: the first frame of a readable event, alone.
+
+    A frame that arrives alone (light load, where latency is measured) is
+    read with ``recvfrom_into`` and handled before anything else is tried:
+    asking for more first would put a failing system call (and, with
+    ctypes, a call that costs a few microseconds more than
+    ``recvfrom_into``) between its arrival and its re-delivery.
+    """
+
+    def receive_first(self, sock):
+        """Read one frame into slot 0 if one is queued; the count (0 or 1). Raises OSError."""
+        try:
+            nbytes, name = sock.recvfrom_into(self.slots[0])
+        except (BlockingIOError, InterruptedError):
+            return 0
+        keys = self._keys
+        key = keys.get(name[0])
+        if key is None:
+            if len(keys) >= _KEY_CACHE_SIZE:
+                keys.clear()
+            key = keys[name[0]] = address_key(name[0])
+        self.lengths = [nbytes]
+        self.sources = [key]
+        self._names_read = [name]
+        return 1
+
+
+class RecvfromReceiver(_FirstFrame):
     """One ``recvfrom_into`` per frame: the fallback where recvmmsg cannot be called."""
 
     name = "recvfrom"
@@ -64,7 +95,8 @@ class RecvfromReceiver:
         self._memory, self._whole, self.slots = _anonymous_slots(batch)
         self.lengths = []
         self.sources = []
-        self._names = []
+        self._names_read = []
+        self._keys = {}
         # An error met after some frames were read is raised by the next call,
         # as recvmmsg(2) does.
         self._error = None
@@ -96,12 +128,12 @@ class RecvfromReceiver:
             names.append(name)
         self.lengths = lengths
         self.sources = sources
-        self._names = names
+        self._names_read = names
         return len(lengths)
 
     def source(self, index):
         """(address, port) of the sender of frame ``index`` of the last batch, for messages."""
-        return self._names[index]
+        return self._names_read[index]
 
     def close(self):
         for slot in self.slots:
@@ -144,8 +176,8 @@ if ctypes is not None:
         _fields_ = [("iov", fastpath._IoVec), ("name", ctypes.c_char * 16)]
 
 
-class MmsgReceiver:
-    """One ``recvmmsg`` per readable event, into preallocated slots."""
+class MmsgReceiver(_FirstFrame):
+    """``recvmmsg`` into preallocated slots for what a burst leaves queued."""
 
     name = "recvmmsg"
 
@@ -177,13 +209,14 @@ class MmsgReceiver:
         self._source_words = self._name_bytes.cast("I")[1::4]
         self.lengths = []
         self.sources = []
+        self._names_read = []
+        self._keys = {}
 
     def receive(self, sock):
-        """Read what is queued on ``sock``, up to one frame per slot; the count.
+        """Read what is queued on ``sock``, up to one frame per slot, with one call; the count.
 
         Fills ``lengths`` and ``sources`` (``address_key`` of each sender).
-        Raises OSError when the call fails (an error after some frames is
-        reported by the kernel on the next call).
+        Raises OSError when the call fails.
         """
         fd = sock.fileno()
         while True:
@@ -197,10 +230,13 @@ class MmsgReceiver:
                 raise OSError(code, os.strerror(code))
         self.lengths = self._length_words[:count].tolist()
         self.sources = self._source_words[:count].tolist()
+        self._names_read = ()
         return count
 
     def source(self, index):
         """(address, port) of the sender of frame ``index`` of the last batch, for messages."""
+        if self._names_read:
+            return self._names_read[index]
         port, address = _SOCKADDR_PORT_ADDRESS.unpack_from(self._name_bytes, 16 * index)
         return socket.inet_ntoa(address), port
 
@@ -223,6 +259,7 @@ class MmsgSender:
 
     def __init__(self, sendmmsg, receiver, capacity=2 * BATCH):
         self._sendmmsg = sendmmsg
+        self._slots = receiver.slots
         self._slot_addresses = receiver.addresses
         self._capacity = capacity
         self._records = (_Record * capacity)()
@@ -240,19 +277,15 @@ class MmsgSender:
         self._headers_address = ctypes.addressof(self._headers)
         self._stride = ctypes.sizeof(fastpath._MMsgHdr)
         self._socket = None
-        self._entries = []      # per pending record: (entry, length)
+        self._entries = []      # per pending copy: (entry, length, slot, start, destination, sockaddr)
         self._failed = []
 
-    def add(self, target, entry, slot, start, length, _destination, sockaddr):
+    def add(self, target, entry, slot, start, length, destination, sockaddr):
         """Queue ``length`` bytes at ``start`` of ``slot`` for ``sockaddr`` through ``target``."""
-        count = len(self._entries)
-        if target is not self._socket or count == self._capacity:
+        if target is not self._socket or len(self._entries) == self._capacity:
             self._send()
             self._socket = target
-            count = 0
-        self._pack(self._record_view, count * self._record_size, self._slot_addresses[slot] + start, length,
-                   sockaddr)
-        self._entries.append((entry, length))
+        self._entries.append((entry, length, slot, start, destination, sockaddr))
 
     def flush(self):
         """Send what is pending; a list of (entry, length, errno) of the copies that failed."""
@@ -266,6 +299,26 @@ class MmsgSender:
         count = len(entries)
         if not count:
             return
+        if count == 1:
+            # One copy: sendto is cheaper than a ctypes call (see MmsgReceiver).
+            entry, length, slot, start, destination, _sockaddr = entries[0]
+            payload = self._slots[slot][start:start + length]
+            try:
+                self._socket.sendto(payload, destination)
+            except OSError as exc:
+                self._failed.append((entry, length, exc.errno or errno.EIO))
+            finally:
+                payload.release()
+            del entries[:]
+            return
+        pack = self._pack
+        view = self._record_view
+        size = self._record_size
+        addresses = self._slot_addresses
+        offset = 0
+        for _entry, length, slot, start, _destination, sockaddr in entries:
+            pack(view, offset, addresses[slot] + start, length, sockaddr)
+            offset += size
         fd = self._socket.fileno()
         start = 0
         while start < count:
@@ -278,13 +331,14 @@ class MmsgSender:
             code = ctypes.get_errno() or errno.EIO
             if code == errno.EINTR:
                 continue
-            entry, length = entries[start]
+            entry, length = entries[start][:2]
             self._failed.append((entry, length, code))
             start += 1
         del entries[:]
 
     def close(self):
         self._record_view.release()
+        self._slots = ()
         self._slot_addresses = ()
 
 

@@ -17,10 +17,12 @@ __metaclass__ = type
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_native
 from ansible.module_utils.six import string_types
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.multicast.proxy.plugins.filter.auth_keys import fleet_auth_problems
 from ansible_collections.multicast.proxy.plugins.module_utils.relay_config import (
     CLIENT_TOP_KEY,
     SERVER_TOP_KEY,
+    VRRP_GROUP,
     ConfigError,
     dump_config,
     parse_group_ip,
@@ -32,7 +34,9 @@ from ansible_collections.multicast.proxy.plugins.module_utils.relay_config impor
 )
 
 DEFAULT_VARIABLE = "multicast_proxy_groups"
-_DEFINITION_KEYS = ("name", "group_ip", "group_port", "server_port", "senders", "receivers")
+PRESERVE_SOURCE_VARIABLE = "multicast_proxy_preserve_source"
+_DEFINITION_KEYS = ("name", "group_ip", "group_port", "server_port", "senders", "receivers",
+                    "protocol", "capture", "preserve_source")
 
 
 class FleetError(Exception):
@@ -64,14 +68,60 @@ def _expand_hosts(value, where, inventory_groups):
     return hosts
 
 
+def _group_port(value, where):
+    # 0 (any port; the only port of VRRP) is judged with the protocol and
+    # capture flag by the relay's model in _relay_options.
+    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return 0
+    return parse_port(value, where)
+
+
+def _model_error(exc, model_prefix, where):
+    """A relay_config error about a sample config, re-addressed to the definition."""
+    path = getattr(exc, "path", "") or ""
+    if path.startswith(model_prefix):
+        return "%s%s: %s" % (where, path[len(model_prefix):], exc.problem)
+    return "%s: %s" % (where, to_native(exc))
+
+
+def _relay_options(item, definition, where):
+    """Check protocol, capture, group port 0 and preserve_source with the relay's model.
+
+    A one-group server config (no members) and an empty client config that
+    carry the definition's options are validated as the relay would validate
+    them, so the inventory follows exactly the relay's rules. Fills in
+    definition's protocol, group_port, capture and preserve_source.
+    """
+    group = {"group_ip": definition["group_ip"], "server_port": definition["server_port"], "member_array": []}
+    for key in ("protocol", "capture"):
+        if item.get(key) is not None:
+            group[key] = item[key]
+    if "group_port" in definition:
+        group["group_port"] = definition["group_port"]
+    try:
+        normalized = validate_server_config({SERVER_TOP_KEY: [group]})[SERVER_TOP_KEY][0]
+    except ConfigError as exc:
+        return _model_error(exc, SERVER_TOP_KEY + "[0]", where)
+    definition["group_port"] = normalized["group_port"]
+    definition["protocol"] = normalized.get("protocol", "udp")
+    definition["capture"] = normalized.get("capture", False)
+    preserve_source = item.get("preserve_source")
+    if preserve_source is not None:
+        try:
+            validate_client_config({CLIENT_TOP_KEY: [], "preserve_source": preserve_source})
+        except ConfigError as exc:
+            return _model_error(exc, "", where + ".")
+    definition["preserve_source"] = preserve_source is True
+    return None
+
+
 def _definitions(groups_def, inventory_groups, variable):
     """Validate the group definitions; returns (definitions, problems).
 
     Every problem of every definition is reported, so one run shows them all.
     """
     if not isinstance(groups_def, (list, tuple)):
-        return [], ["%s must be a list of group definitions (name, group_ip, group_port, server_port, "
-                    "senders, receivers)" % variable]
+        return [], ["%s must be a list of group definitions (%s)" % (variable, ", ".join(_DEFINITION_KEYS))]
     definitions, problems = [], []
     for index, item in enumerate(groups_def):
         where = "%s[%d]" % (variable, index)
@@ -85,11 +135,16 @@ def _definitions(groups_def, inventory_groups, variable):
         if unknown:
             problems.append("%s: unknown key(s) %s; allowed keys are %s"
                             % (where, ", ".join(unknown), ", ".join(_DEFINITION_KEYS)))
+        if item.get("protocol") not in (None, "udp") and item.get("group_ip") is None:
+            # VRRP only exists on one group: its address may be left out. (Any
+            # other protocol is reported by the relay's model, not as a missing group_ip.)
+            item = dict(item, group_ip=VRRP_GROUP)
         fields = (
             ("group_ip", parse_group_ip),
             ("server_port", parse_port),
-            # Without it group_port is server_port, as with multis_admin -p without -g.
-            ("group_port", parse_port),
+            # Without it group_port is server_port (as with multis_admin -p
+            # without -g), or 0 for VRRP: the relay's model fills it in.
+            ("group_port", _group_port),
             ("senders", lambda value, path: _expand_hosts(value, path, inventory_groups)),
             ("receivers", lambda value, path: _expand_hosts(value, path, inventory_groups)),
         )
@@ -104,8 +159,11 @@ def _definitions(groups_def, inventory_groups, variable):
             except (ConfigError, FleetError) as exc:
                 problems.append(to_native(exc))
         if len(problems) == found:
-            definition.setdefault("group_port", definition["server_port"])
-            definitions.append(definition)
+            problem = _relay_options(item, definition, where)
+            if problem:
+                problems.append(problem)
+            else:
+                definitions.append(definition)
     return definitions, problems
 
 
@@ -152,29 +210,35 @@ def host_address(host, hostvars):
 
 
 def _server_config(definitions, host, hostvars, interface):
-    groups = []
+    groups, origins = [], []
     for definition in definitions:
         if host not in definition["senders"]:
             continue
         members = sorted(set(host_address(member, hostvars) for member in definition["receivers"] if member != host),
                          key=_address_sort_key)
-        groups.append({
+        group = {
             "group_ip": definition["group_ip"],
             "server_port": definition["server_port"],
             "group_port": definition["group_port"],
             "member_array": members,
-            "where": definition["where"],
-        })
-    config = {SERVER_TOP_KEY: [dict((k, v) for k, v in group.items() if k != "where") for group in groups]}
+        }
+        # Only when set, so configs without them stay in the seed format.
+        if definition["protocol"] != "udp":
+            group["protocol"] = definition["protocol"]
+        if definition["capture"]:
+            group["capture"] = True
+        groups.append(group)
+        origins.append(definition["where"])
+    config = {SERVER_TOP_KEY: groups}
     if interface:
         config["interface"] = interface
     try:
         return validate_server_config(config)
     except ConfigError as exc:
-        raise FleetError("host %s: server config: %s%s" % (host, to_native(exc), _blame(exc, groups)))
+        raise FleetError("host %s: server config: %s%s" % (host, to_native(exc), _blame(exc, SERVER_TOP_KEY, origins)))
 
 
-def _client_config(definitions, host, hostvars, interface):
+def _client_config(definitions, host, hostvars, interface, preserve_source=None):
     entries, origins = [], []
     for definition in definitions:
         if host not in definition["receivers"]:
@@ -188,6 +252,10 @@ def _client_config(definitions, host, hostvars, interface):
                 "group_ip": definition["group_ip"],
                 "group_port": definition["group_port"],
             }
+            if definition["protocol"] != "udp":
+                entry["protocol"] = definition["protocol"]
+            if definition["preserve_source"]:
+                entry["preserve_source"] = True
             for index, existing in enumerate(entries):
                 if (existing["server_ip"], existing["group_ip"], existing["group_port"]) == \
                         (server_ip, entry["group_ip"], entry["group_port"]):
@@ -202,20 +270,29 @@ def _client_config(definitions, host, hostvars, interface):
     config = {CLIENT_TOP_KEY: entries}
     if interface:
         config["interface"] = interface
+    if preserve_source is not None:
+        try:
+            # The same spellings a role's bool argument accepts (an INI inventory gives strings).
+            preserve_source = boolean(preserve_source, strict=True)
+        except TypeError:
+            raise FleetError("host %s: %s must be true or false, not %r"
+                             % (host, PRESERVE_SOURCE_VARIABLE, preserve_source))
+        if preserve_source:
+            config["preserve_source"] = True
     try:
         return validate_client_config(config)
     except ConfigError as exc:
-        raise FleetError("host %s: client config: %s" % (host, to_native(exc)))
+        raise FleetError("host %s: client config: %s%s" % (host, to_native(exc), _blame(exc, CLIENT_TOP_KEY, origins)))
 
 
-def _blame(exc, groups):
-    """Name the definition behind a server config error such as multi_group_array[2]...."""
+def _blame(exc, top_key, origins):
+    """Name the definition behind a config error such as multi_group_array[2]...."""
     path = getattr(exc, "path", "") or ""
-    prefix = SERVER_TOP_KEY + "["
+    prefix = top_key + "["
     if path.startswith(prefix):
         index_text = path[len(prefix):].split("]", 1)[0]
-        if index_text.isdigit() and int(index_text) < len(groups):
-            return " (from %s)" % groups[int(index_text)]["where"]
+        if index_text.isdigit() and int(index_text) < len(origins):
+            return " (from %s)" % origins[int(index_text)]
     return ""
 
 
@@ -244,11 +321,17 @@ def server_config(groups_def, host, hostvars, groups, interface=None, variable=D
         raise AnsibleFilterError("%s: %s" % (variable, to_native(exc)))
 
 
-def client_config(groups_def, host, hostvars, groups, interface=None, variable=DEFAULT_VARIABLE):
-    """The client config (dict) of ``host``: one entry per sender of each definition it receives."""
+def client_config(groups_def, host, hostvars, groups, interface=None, variable=DEFAULT_VARIABLE,
+                  preserve_source=False):
+    """The client config (dict) of ``host``: one entry per sender of each definition it receives.
+
+    ``preserve_source`` true re-delivers every entry with the original sender's
+    address (top-level ``preserve_source`` of the client config).
+    """
     definitions = _checked(groups_def, groups, variable)
     try:
-        return _client_config(definitions, host, hostvars, _interface(interface, host, "interface"))
+        return _client_config(definitions, host, hostvars, _interface(interface, host, "interface"),
+                              preserve_source)
     except FleetError as exc:
         raise AnsibleFilterError("%s: %s" % (variable, to_native(exc)))
 
@@ -272,11 +355,14 @@ def fleet_problems(groups_def, hostvars, groups, variable=DEFAULT_VARIABLE):
         except FleetError as exc:
             _note(problems, exc)
             continue
-        for build in (_server_config, _client_config):
-            try:
-                build(definitions, host, hostvars, None)
-            except FleetError as exc:
-                _note(problems, exc)
+        try:
+            _server_config(definitions, host, hostvars, None)
+        except FleetError as exc:
+            _note(problems, exc)
+        try:
+            _client_config(definitions, host, hostvars, None, hostvars[host].get(PRESERVE_SOURCE_VARIABLE))
+        except FleetError as exc:
+            _note(problems, exc)
     problems.extend(fleet_auth_problems(definitions, hostvars))
     return problems
 

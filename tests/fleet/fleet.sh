@@ -16,6 +16,10 @@
 # containers are named after their HOST and labelled mcp.fleet=NAME, so `down`
 # finds them even after a half-finished `up`. `down` is idempotent and removes
 # the containers, the network, the nft table and, with --key, the key pair.
+#
+# MCP_FLEET_PREFIX (environment, default empty) is put in front of NAME and of
+# every container name, so that two checkouts can run the same fleet at once
+# (give them different subnets too: docker refuses overlapping ones).
 set -euo pipefail
 
 usage() {
@@ -45,8 +49,10 @@ while [ "$#" -gt 0 ]; do
     esac
 done
 
+prefix=${MCP_FLEET_PREFIX:-}
+name=$prefix$name
 [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9-]{0,14}$ ]] \
-    || die "--name must be 1 to 15 letters, digits or '-' (it names a bridge interface), got '$name'"
+    || die "MCP_FLEET_PREFIX and --name together must be 1 to 15 letters, digits or '-' (they name a bridge interface), got '$name'"
 nft_table="mcp_fleet_${name//-/_}"
 
 fleet_down() {
@@ -119,7 +125,7 @@ fleet_up() {
 
     local spec host ip
     for spec in "${hosts[@]}"; do
-        host=${spec%%=*}
+        host=$prefix${spec%%=*}
         ip=${spec#*=}
         # --privileged is refused on these machines: name what systemd and the
         # relay need. systempaths=unconfined makes /proc/sys writable inside the
@@ -135,7 +141,7 @@ fleet_up() {
     done
     drop_multicast_on_bridge
     for spec in "${hosts[@]}"; do
-        host=${spec%%=*}
+        host=$prefix${spec%%=*}
         wait_for_ssh "$host"
         docker exec -i "$host" sh -c \
             'umask 077 && mkdir -p /root/.ssh && cat >/root/.ssh/authorized_keys' <"$key.pub"

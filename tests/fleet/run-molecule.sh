@@ -9,6 +9,10 @@
 # A scenario's fleet has fixed container names and addresses (its inventory)
 # and molecule keeps one state directory per scenario: never run the same
 # scenario twice at once on one machine; the releases here run one after another.
+# A second checkout (whose directory has another name, so molecule gives it
+# other state directories) can run a scenario at the same time with
+# MCP_FLEET_PREFIX=x- (container and network names, see fleet.sh) and
+# MCP_FLEET_NET=172.31.N (the first three octets of the fleet's /24).
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "$0")/../.." && pwd)

@@ -316,6 +316,9 @@ def test_control_protocol_and_reload(tmp_path, relays):
     result = subprocess.run([sys.executable, "-m", "multicast_proxy", "multis_admin", "-P", "--json"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
     assert result.returncode == 0 and json.loads(result.stdout)["groups"][0]["group_ip"] == group
+    # -P --json carries what the control socket says about authentication (here: none configured).
+    assert "auth" in json.loads(result.stdout)
+    assert json.loads(result.stdout)["auth"] == server.request("stats").get("auth")
     # SIGHUP reloads too.
     write_server(tmp_path, group, 7000, 7001, ["127.0.0.3"])
     server.proc.send_signal(signal.SIGHUP)

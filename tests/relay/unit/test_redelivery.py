@@ -194,3 +194,20 @@ def test_the_client_takes_back_copies_the_kernel_refused(tmp_path, sockets, use_
     assert [destination.recv(64) for _ in range(2)] == [b"data1", b"data3"]
     relay.close_data_sockets()
     assert relay.receiver is None
+
+
+def test_the_first_frame_is_read_alone(sockets, batch_io):
+    receiver, _sender = batch_io
+    listener = sockets()
+    source = sockets("127.0.0.3")
+    assert receiver.receive_first(listener) == 0
+    for data in (b"first", b"second", b"third"):
+        source.sendto(data, listener.getsockname())
+    assert receiver.receive_first(listener) == 1
+    assert (receiver.lengths, receiver.sources) == ([5], [redelivery.address_key("127.0.0.3")])
+    assert receiver.source(0) == source.getsockname()
+    assert bytes(receiver.slots[0][:5]) == b"first"
+    # What queued behind it comes as one batch.
+    assert receiver.receive(listener) == 2
+    assert [bytes(receiver.slots[i][:receiver.lengths[i]]) for i in range(2)] == [b"second", b"third"]
+    assert receiver.source(1) == source.getsockname()

@@ -42,3 +42,36 @@ GROUP_DEFINITIONS = [
 def fleet():
     """Fresh copies, so a test can break one thing."""
     return copy.deepcopy(GROUP_DEFINITIONS), copy.deepcopy(HOSTVARS), copy.deepcopy(GROUPS)
+
+
+# Three keepalived nodes relaying VRRP among themselves, and a camera whose
+# multicast goes to many ports of one group (capture, any port) and must reach
+# its viewers with its own source address.
+VRRP_GROUPS = {
+    "all": ["ka1", "ka2", "ka3", "cam1", "view1"],
+    "ungrouped": ["cam1", "view1"],
+    "keepalived": ["ka1", "ka2", "ka3"],
+}
+
+VRRP_HOSTVARS = {
+    "ka1": {"multicast_proxy_address": "10.0.1.11"},
+    "ka2": {"multicast_proxy_address": "10.0.1.12"},
+    "ka3": {"ansible_default_ipv4": {"address": "10.0.1.13"}},
+    "cam1": {"multicast_proxy_address": "10.0.1.31"},
+    # Every group of this host re-delivered with the original source.
+    "view1": {"multicast_proxy_address": "10.0.1.41", "multicast_proxy_preserve_source": True},
+}
+
+VRRP_GROUP_DEFINITIONS = [
+    # Senders and receivers are the same nodes: each sends to and receives
+    # from every other node. group_ip and group_port default for VRRP.
+    {"name": "keepalived", "protocol": "vrrp", "server_port": 6901,
+     "senders": "keepalived", "receivers": "keepalived"},
+    {"name": "cameras", "group_ip": "239.5.5.5", "group_port": 0, "capture": True, "server_port": 6902,
+     "senders": "cam1", "receivers": ["view1", "ka1"], "preserve_source": True},
+]
+
+
+def vrrp_fleet():
+    """Fresh copies of the VRRP and capture sample fleet."""
+    return copy.deepcopy(VRRP_GROUP_DEFINITIONS), copy.deepcopy(VRRP_HOSTVARS), copy.deepcopy(VRRP_GROUPS)

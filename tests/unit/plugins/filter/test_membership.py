@@ -13,7 +13,7 @@ import pytest
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.multicast.proxy.plugins.filter import membership
-from ansible_collections.multicast.proxy.tests.unit.plugins.filter.inventory import fleet
+from ansible_collections.multicast.proxy.tests.unit.plugins.filter.inventory import fleet, vrrp_fleet
 
 EXPECTED_DIR = os.path.join(os.path.dirname(__file__), "expected")
 
@@ -179,7 +179,7 @@ def test_not_a_list():
     hostvars, groups = fleet()[1:]
     assert membership.fleet_problems({"name": "x"}, hostvars, groups) == [
         "multicast_proxy_groups must be a list of group definitions (name, group_ip, group_port, server_port, "
-        "senders, receivers)"]
+        "senders, receivers, protocol, capture, preserve_source)"]
 
 
 def test_config_filters_raise_with_host_and_variable():
@@ -203,3 +203,90 @@ def test_every_problem_of_a_definition_is_reported():
         "multicast_proxy_groups[0] (marketdata).group_ip",
         "multicast_proxy_groups[0] (marketdata).server_port",
         "multicast_proxy_groups[0] (marketdata).receivers"]
+
+
+@pytest.mark.parametrize("host", ["ka1", "cam1"])
+def test_vrrp_and_capture_server_configs_match_expected(host):
+    definitions, hostvars, groups = vrrp_fleet()
+    assert membership.server_config(definitions, host, hostvars, groups) == expected("server_" + host)
+
+
+def test_vrrp_nodes_get_every_other_node_and_capture_preserve_source_entries():
+    definitions, hostvars, groups = vrrp_fleet()
+    assert membership.client_config(definitions, "ka1", hostvars, groups) == expected("client_ka1")
+    ka2 = membership.server_config(definitions, "ka2", hostvars, groups)["multi_group_array"]
+    assert [(g["group_ip"], g["protocol"], g["member_array"]) for g in ka2] == [
+        ("224.0.0.18", "vrrp", ["10.0.1.11", "10.0.1.13"])]
+    assert membership.relay_roles(definitions, "ka3", groups) == ["client", "server"]
+
+
+def test_top_level_preserve_source_of_a_host():
+    definitions, hostvars, groups = vrrp_fleet()
+    assert membership.client_config(definitions, "view1", hostvars, groups,
+                                    preserve_source=True) == expected("client_view1")
+    # The spellings of a role's bool argument, as an INI inventory gives them.
+    assert membership.client_config(definitions, "view1", hostvars, groups,
+                                    preserve_source="yes")["preserve_source"] is True
+    assert "preserve_source" not in membership.client_config(definitions, "view1", hostvars, groups,
+                                                             preserve_source="false")
+
+
+def test_udp_groups_keep_the_seed_format():
+    definitions, hostvars, groups = fleet()
+    for host in ("src1", "mem1"):
+        for group in membership.server_config(definitions, host, hostvars, groups)["multi_group_array"]:
+            assert set(group) == {"group_ip", "server_port", "group_port", "member_array"}
+        for entry in membership.client_config(definitions, host, hostvars, groups)["multi_server_info_array"]:
+            assert set(entry) == {"server_ip", "server_port", "group_ip", "group_port"}
+
+
+def test_the_vrrp_and_capture_fleet_has_no_problems():
+    assert membership.fleet_problems(*vrrp_fleet()) == []
+
+
+def vrrp_problems_after(change):
+    definitions, hostvars, groups = vrrp_fleet()
+    change(definitions[0], definitions[1], hostvars)
+    return membership.fleet_problems(definitions, hostvars, groups)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda vrrp, cameras, hostvars: vrrp.update(group_ip="224.1.1.1"),
+     "multicast_proxy_groups[0] (keepalived).group_ip: VRRP advertisements are sent to 224.0.0.18, not "
+     "224.1.1.1; set group_ip to 224.0.0.18"),
+    (lambda vrrp, cameras, hostvars: vrrp.update(group_port=112),
+     "multicast_proxy_groups[0] (keepalived).group_port: VRRP has no ports; remove group_port or set it to 0"),
+    (lambda vrrp, cameras, hostvars: vrrp.update(capture=False),
+     'multicast_proxy_groups[0] (keepalived).capture: a VRRP group is always captured from the interface; '
+     'remove "capture": false'),
+    (lambda vrrp, cameras, hostvars: vrrp.update(protocol="tcp"),
+     'multicast_proxy_groups[0] (keepalived).protocol: "tcp" is not a protocol; use "udp" (the default) or '
+     '"vrrp"'),
+    (lambda vrrp, cameras, hostvars: cameras.pop("capture"),
+     'multicast_proxy_groups[1] (cameras).group_port: 0 means any port of the group, which only capture mode '
+     'can see; add "capture": true or give a port 1-65535'),
+    (lambda vrrp, cameras, hostvars: cameras.update(capture="on"),
+     "multicast_proxy_groups[1] (cameras).capture: expected true or false, found a string"),
+    (lambda vrrp, cameras, hostvars: cameras.update(preserve_source="yes"),
+     "multicast_proxy_groups[1] (cameras).preserve_source: expected true or false, found a string"),
+    (lambda vrrp, cameras, hostvars: hostvars["view1"].update(multicast_proxy_preserve_source="maybe"),
+     "host view1: multicast_proxy_preserve_source must be true or false, not 'maybe'"),
+])
+def test_bad_vrrp_capture_and_preserve_source_settings_name_the_variable(change, message):
+    assert vrrp_problems_after(change) == [message]
+
+
+def test_vrrp_group_ip_is_refused_by_the_filters_too():
+    definitions, hostvars, groups = vrrp_fleet()
+    definitions[0]["group_port"] = 6000
+    for build in (membership.server_config, membership.client_config):
+        with pytest.raises(AnsibleFilterError, match=r"multicast_proxy_groups\[0\] \(keepalived\)\.group_port: "
+                                                     r"VRRP has no ports"):
+            build(definitions, "ka1", hostvars, groups)
+
+
+def test_a_bad_top_level_preserve_source_fails_the_client_filter():
+    definitions, hostvars, groups = vrrp_fleet()
+    with pytest.raises(AnsibleFilterError, match="multicast_proxy_groups: host view1: "
+                                                 "multicast_proxy_preserve_source must be true or false"):
+        membership.client_config(definitions, "view1", hostvars, groups, preserve_source=[1])

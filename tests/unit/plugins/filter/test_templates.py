@@ -13,7 +13,7 @@ import pytest
 
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
-from ansible_collections.multicast.proxy.tests.unit.plugins.filter.inventory import fleet
+from ansible_collections.multicast.proxy.tests.unit.plugins.filter.inventory import fleet, vrrp_fleet
 
 COLLECTION_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 EXPECTED_DIR = os.path.join(os.path.dirname(__file__), "expected")
@@ -24,9 +24,9 @@ def read(path):
         return handle.read()
 
 
-def render(role, host):
+def render(role, host, sample=fleet):
     """The role's preflight set_fact expression, then its template."""
-    definitions, hostvars, groups = fleet()
+    definitions, hostvars, groups = sample()
     variables = {
         "%s_groups" % role: definitions,
         "inventory_hostname": host,
@@ -34,6 +34,8 @@ def render(role, host):
         "groups": groups,
         "server_interface": "",
         "client_delivery_interface": "",
+        # As the client role's default does.
+        "client_preserve_source": hostvars[host].get("multicast_proxy_preserve_source", False),
     }
     templar = Templar(loader=DataLoader(), variables=variables)
     preflight = read(os.path.join(COLLECTION_ROOT, "roles", role, "tasks", "preflight.yml"))
@@ -48,3 +50,9 @@ def render(role, host):
                                         ("client", "src1")])
 def test_rendered_config_matches_expected(role, host):
     assert render(role, host) == read(os.path.join(EXPECTED_DIR, "%s_%s.json" % (role, host)))
+
+
+@pytest.mark.parametrize("role, host", [("server", "ka1"), ("server", "cam1"), ("client", "ka1"),
+                                        ("client", "view1")])
+def test_rendered_vrrp_capture_and_preserve_source_configs_match_expected(role, host):
+    assert render(role, host, vrrp_fleet) == read(os.path.join(EXPECTED_DIR, "%s_%s.json" % (role, host)))

@@ -61,17 +61,9 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  conf_dir:
-    description:
-      - Directory holding the relay config (the relay's E(MULTICAST_CONF_DIR)).
-    type: path
-    default: /etc/multicast
-  reload:
-    description:
-      - Apply a changed config to the running daemon with C(client_reload_list reload).
-      - When the daemon is not running the module warns; the file applies when it starts.
-    type: bool
-    default: true
+extends_documentation_fragment:
+  - multicast.proxy.relay
+  - multicast.proxy.relay.edit
 notes:
   - The relay (and its C(client_reload_list) command in C(/usr/local/bin)) must be
     installed, for example by the C(multicast.proxy.client) role.

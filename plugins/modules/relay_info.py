@@ -38,11 +38,8 @@ options:
     type: str
     choices: [server, client]
     required: true
-  conf_dir:
-    description:
-      - Directory holding the relay config (the relay's E(MULTICAST_CONF_DIR)).
-    type: path
-    default: /etc/multicast
+extends_documentation_fragment:
+  - multicast.proxy.relay
 notes:
   - The relay's commands must be installed in C(/usr/local/bin) or on E(PATH),
     for example by the C(multicast.proxy.server) or C(multicast.proxy.client) role.

@@ -14,6 +14,7 @@ packages=(
     python3 python3-venv python3-pip git make ca-certificates
     docker.io nftables iproute2 iperf socat tcpdump procps
     debootstrap openssh-client
+    keepalived  # the VRRP tests run Debian's keepalived in network namespaces
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -10,11 +10,11 @@ import fcntl
 import socket
 import struct
 
+from . import diag
+
 ROUTE_FILE = "/proc/net/route"
 IGMP_FILE = "/proc/net/igmp"
 
-_RTF_UP = 0x0001
-_RTF_REJECT = 0x0200
 _SIOCGIFADDR = 0x8915
 
 
@@ -27,36 +27,15 @@ def _proc_hex_to_int(text):
     return struct.unpack("!I", struct.pack("=I", int(text, 16)))[0]
 
 
-def _ip_to_int(address):
-    return struct.unpack("!I", socket.inet_aton(address))[0]
-
-
 def parse_routes(text):
-    """Return [(iface, destination, mask, metric)] of usable routes (integers)."""
-    routes = []
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 8:
-            continue
-        flags = int(fields[3], 16)
-        if not flags & _RTF_UP or flags & _RTF_REJECT:
-            continue
-        routes.append((fields[0], _proc_hex_to_int(fields[1]), _proc_hex_to_int(fields[7]), int(fields[6])))
-    return routes
+    """The usable routes of ``/proc/net/route`` (the doctor's parser: one set of rules)."""
+    return diag.parse_proc_route(text)
 
 
 def route_interface(routes, address):
     """Interface of the longest-prefix match for ``address`` (lowest metric on a tie)."""
-    target = _ip_to_int(address)
-    best = None
-    for iface, destination, mask, metric in routes:
-        if target & mask != destination:
-            continue
-        # A longer prefix has a numerically larger netmask.
-        rank = (mask, -metric)
-        if best is None or rank > best[0]:
-            best = (rank, iface)
-    return best[1] if best else None
+    route = diag.route_lookup(routes, address)
+    return route["interface"] if route else None
 
 
 def parse_igmp(text):

@@ -57,6 +57,7 @@ _IFF_NAMES = (
     (0x100, "PROMISC"), (0x200, "ALLMULTI"), (0x1000, "MULTICAST"),
 )
 _RTF_UP = 0x1
+_RTF_REJECT = 0x200
 _RTF_GATEWAY = 0x2
 
 
@@ -196,7 +197,8 @@ def parse_proc_route(text):
         if len(fields) < 8:
             continue
         flags = int(fields[3], 16)
-        if not flags & _RTF_UP:
+        # A reject route (unreachable, prohibit, blackhole) delivers nothing.
+        if not flags & _RTF_UP or flags & _RTF_REJECT:
             continue
         destination = _kernel_hex_to_ip(fields[1])
         gateway = _kernel_hex_to_ip(fields[2])

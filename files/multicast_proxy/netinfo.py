@@ -22,11 +22,6 @@ class InterfaceError(Exception):
     """No usable interface for a group; the message says what to configure."""
 
 
-def _proc_hex_to_int(text):
-    """/proc prints a network-order address as a host-order hex number."""
-    return struct.unpack("!I", struct.pack("=I", int(text, 16)))[0]
-
-
 def parse_routes(text):
     """The usable routes of ``/proc/net/route`` (the doctor's parser: one set of rules)."""
     return diag.parse_proc_route(text)
@@ -39,26 +34,21 @@ def route_interface(routes, address):
 
 
 def parse_igmp(text):
-    """Return {group address: [interface, ...]} of joined groups per interface."""
+    """Return {group address: [interface, ...]} of joined groups per interface.
+
+    The doctor's parser reads the file (one set of rules).  Text it cannot read
+    gives no memberships: the client then delivers on the route to each group,
+    as it does before any local receiver joined.
+    """
+    try:
+        memberships = diag.parse_proc_igmp(text)
+    except (diag.FactsError, ValueError):
+        return {}
     joined = {}
-    device = None
-    for line in text.splitlines()[1:]:
-        if not line.strip():
-            continue
-        if not line[0].isspace():
-            # "2\teth0      :     1      V3"
-            device = line.split()[1].rstrip(":") if len(line.split()) > 1 else None
-            continue
-        fields = line.split()
-        if device is None or not fields:
-            continue
-        try:
-            group = socket.inet_ntoa(struct.pack("!I", _proc_hex_to_int(fields[0])))
-        except ValueError:
-            continue
-        joined.setdefault(group, [])
-        if device not in joined[group]:
-            joined[group].append(device)
+    for membership in memberships:
+        interfaces = joined.setdefault(membership["group"], [])
+        if membership["interface"] not in interfaces:
+            interfaces.append(membership["interface"])
     return joined
 
 

@@ -19,6 +19,17 @@ options:
 
     # Modules that change a config file and apply it to the running daemon.
     EDIT = r"""
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would change; nothing is written and the daemon is not touched.
+  diff_mode:
+    support: full
+    description: Shows the config file before and after.
+  platform:
+    support: full
+    platforms: posix
+    description: Runs on the managed Linux host that runs (or will run) the relay.
 options:
   reload:
     description:

@@ -20,17 +20,6 @@ description:
     daemon with C(server_reload_list reload).
 author:
   - multicast.proxy maintainers (@multicast-proxy)
-attributes:
-  check_mode:
-    support: full
-    description: Reports what would change; nothing is written and the daemon is not touched.
-  diff_mode:
-    support: full
-    description: Shows the config file before and after.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs on the managed Linux host that runs (or will run) the relay.
 options:
   group_ip:
     description:

@@ -62,6 +62,13 @@ def test_igmp_groups_per_interface():
                                         "239.5.5.5": ["eth1"]}
 
 
+def test_unreadable_igmp_text_means_no_memberships():
+    # The client falls back to the route when it cannot tell where receivers joined.
+    assert netinfo.parse_igmp("Idx\tDevice\n\t\t\t\tE0000001\n") == {}
+    assert netinfo.parse_igmp("Idx\tDevice\nx\teth0 : 1 V3\n\t\t\t\tE0000001 1 0:0\t\t0\n") == {}
+    assert netinfo.parse_igmp("") == {}
+
+
 def test_live_proc_files_parse():
     routes = netinfo.parse_routes(netinfo.read_text(netinfo.ROUTE_FILE))
     assert routes and all(set(route) >= {"interface", "destination", "prefixlen", "metric"} for route in routes)

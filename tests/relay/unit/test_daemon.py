@@ -521,3 +521,30 @@ def test_unprivileged_user_gets_a_clear_refusal(relays):
         assert (path / config.SERVER_CONFIG_NAME).read_bytes() == before
     finally:
         shutil.rmtree(directory)
+
+
+def test_a_socket_closed_by_an_earlier_callback_of_the_same_round_is_not_served(tmp_path):
+    relay = ServerDaemon(str(tmp_path))
+    first, second = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+    served = []
+
+    def serve_and_close_the_other(sock):
+        served.append(sock)
+        other = second if sock is first else first
+        relay.unwatch(other)
+        other.close()
+        relay.stopping = True
+    try:
+        for sock in (first, second):
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            relay.watch(sock, serve_and_close_the_other)
+        # Both readable before the loop's first poll: one round reports both.
+        for sock in (first, second):
+            sock.sendto(b"x", sock.getsockname())
+        assert relay.run() == 0
+        assert len(served) == 1
+    finally:
+        first.close()
+        second.close()
+        relay.shutdown()

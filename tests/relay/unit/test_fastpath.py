@@ -117,6 +117,18 @@ def test_interrupted_call_is_retried_not_counted(sender):
     assert fake.calls == [(0, 3), (0, 3)]
 
 
+def test_one_member_is_sent_to_with_sendto_not_sendmmsg(sender, receivers):
+    port, socks = receivers
+    fan_out, fake = scripted_fan_out(sender, [])
+    fan_out.buffer[:5] = b"frame"
+    assert fan_out.send(fan_out.member_set(MEMBERS[:1], port), 5) == ()
+    assert socks[0].recv(64) == b"frame"
+    # Port 0 is refused by the kernel: the failure is reported for member 0.
+    assert fan_out.send(fan_out.member_set(MEMBERS[:1], 0), 5) == [(0, errno.EINVAL)]
+    assert fake.calls == []
+    fan_out.close()
+
+
 def test_every_member_failing_costs_one_call_each(sender):
     fan_out, fake = scripted_fan_out(sender, [(-1, errno.EAGAIN)] * 3)
     assert fan_out.send(fan_out.member_set(MEMBERS, 5000), 100) == [(i, errno.EAGAIN) for i in range(3)]

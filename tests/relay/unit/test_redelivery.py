@@ -211,3 +211,89 @@ def test_the_first_frame_is_read_alone(sockets, batch_io):
     assert receiver.receive(listener) == 2
     assert [bytes(receiver.slots[i][:receiver.lengths[i]]) for i in range(2)] == [b"second", b"third"]
     assert receiver.source(1) == source.getsockname()
+
+
+def client_with_one_entry(tmp_path, listener_port, group_port, target, use_mmsg=True):
+    """A ClientDaemon whose only entry takes frames from 127.0.0.1 on ``listener_port`` for 127.0.0.1:group_port."""
+    import logging
+
+    from multicast_proxy import client, daemon
+
+    relay = client.ClientDaemon(str(tmp_path))
+    relay.log = logging.getLogger("test_redelivery")
+    relay.drop_log = daemon.DropLog(relay.log)
+    relay.receiver, relay.sender = redelivery.batch_io(use_mmsg)
+    entry = client.Entry("127.0.0.1", listener_port, "127.0.0.1", group_port)
+    entry.targets = (target,)
+    relay.entries = {entry.key: entry}
+    relay.routes = {entry.route: entry}
+    relay.servers = {redelivery.address_key("127.0.0.1")}
+    return relay, entry
+
+
+@pytest.mark.parametrize("use_mmsg", [True, False], ids=["mmsg", "fallback"])
+def test_the_first_frame_takes_the_short_path_and_is_counted_once(tmp_path, sockets, use_mmsg):
+    from multicast_proxy import frame
+
+    listener = sockets()
+    port = listener.getsockname()[1]
+    destination = sockets()
+    relay, entry = client_with_one_entry(tmp_path, port, destination.getsockname()[1], sockets(), use_mmsg)
+    batches = []
+    deliver_received = relay._deliver_received
+
+    def recording(listen_port, count):
+        batches.append(count)
+        deliver_received(listen_port, count)
+    relay._deliver_received = recording
+    feeder = sockets()
+    base = 7 << 32
+    for sequence in (base + 1, base + 2, base + 3):
+        feeder.sendto(frame.encode("127.0.0.1", destination.getsockname()[1], "10.0.0.9", 1, sequence,
+                                   b"payload%d" % (sequence - base)), ("127.0.0.1", port))
+    relay._deliver(port, listener)
+    # The first frame never reached the general path; the two behind it came as one batch.
+    assert batches == [2]
+    assert [destination.recv(64) for _ in range(3)] == [b"payload1", b"payload2", b"payload3"]
+    assert (entry.rx_packets, entry.rx_bytes, entry.delivered_packets, entry.delivered_bytes) == (3, 24, 3, 24)
+    assert (entry.tracker.highest, entry.tracker.lost, entry.tracker.duplicates) == (base + 3, 0, 0)
+    relay.close_data_sockets()
+
+
+def test_a_first_frame_the_kernel_refuses_is_counted_not_delivered(tmp_path, sockets):
+    from multicast_proxy import frame
+
+    listener = sockets()
+    port = listener.getsockname()[1]
+    # Group port 0: re-delivered to port 0, which the kernel refuses (EINVAL).
+    relay, entry = client_with_one_entry(tmp_path, port, 0, sockets())
+    sockets().sendto(frame.encode("127.0.0.1", 0, "10.0.0.9", 1, 5, b"data"), ("127.0.0.1", port))
+    relay._deliver(port, listener)
+    assert (entry.rx_packets, entry.rx_bytes, entry.delivered_packets, entry.delivered_bytes) == (1, 4, 0, 0)
+    assert relay.drops["deliver_error"] == 1
+    relay.close_data_sockets()
+
+
+def test_frames_that_are_not_the_common_case_take_the_general_path(tmp_path, sockets):
+    from multicast_proxy import frame
+
+    listener = sockets()
+    port = listener.getsockname()[1]
+    destination = sockets()
+    relay, entry = client_with_one_entry(tmp_path, port, destination.getsockname()[1], sockets())
+    feeder = sockets()
+    group_port = destination.getsockname()[1]
+    cases = [
+        frame.encode("127.0.0.1", group_port, "10.0.0.9", 1, 1, b"tagged", tag=b"t" * frame.TAG_LEN),
+        b"MC\x02" + b"\x00" * 40,                                               # another version
+        frame.encode("127.0.0.1", group_port + 1, "10.0.0.9", 1, 2, b"other"),  # no entry for this port
+    ]
+    for data in cases:
+        feeder.sendto(data, ("127.0.0.1", port))
+        relay._deliver(port, listener)
+    # The general path's decisions: without keys a tagged frame's payload is delivered without
+    # its tag; a bad version and an unknown group are dropped with their reasons.
+    assert destination.recv(64) == b"tagged"
+    assert (entry.rx_packets, entry.delivered_packets) == (1, 1)
+    assert (relay.drops["bad_version"], relay.drops["unknown_group"]) == (1, 1)
+    relay.close_data_sockets()

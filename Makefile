@@ -9,7 +9,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 # Debian releases of the test images: make molecule RELEASES="bullseye trixie"
 RELEASES ?= bookworm
-SCENARIOS ?= default membership
+SCENARIOS ?= default membership vrrp
 
 .PHONY: help demo test bootstrap unit modules netns lint sanity molecule molecule-matrix images clean
 
@@ -47,5 +47,5 @@ images: bootstrap
 # Fleets are named mcp-*; an interrupted run may leave one behind.
 clean:
 	scripts/ensure-docker.sh
-	for fleet in mcp-default mcp-membership mcp-demo; do tests/fleet/fleet.sh down --name $$fleet; done
+	for fleet in mcp-default mcp-membership mcp-vrrp mcp-demo; do tests/fleet/fleet.sh down --name $$fleet; done
 	rm -rf build

@@ -3,8 +3,12 @@
 #
 # No container registry is reachable from the test machines, so each image is a
 # debootstrap root filesystem imported with `docker import`. Both steps are
-# cached: an existing image is kept, and the debootstrap tarball is kept under
-# ~/.cache/multicast-proxy/ so a removed image is re-imported in seconds.
+# cached, keyed by the recipe (the package list and recipe_version): an image
+# labelled with the current recipe is kept, and the debootstrap tarball of the
+# recipe is kept under ~/.cache/multicast-proxy/ so a removed image is
+# re-imported in seconds. When the recipe changes, both are rebuilt; the new
+# image is imported under a temporary tag, checked, and only then takes the
+# release's tag, so containers started from the old image are not disturbed.
 #
 # usage: scripts/build-images.sh [RELEASE...]   (default: bookworm)
 #        RELEASE is bullseye, bookworm or trixie; "all" builds the three.
@@ -17,8 +21,14 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 cache_dir=${XDG_CACHE_HOME:-$HOME/.cache}/multicast-proxy
 # What the fleet needs inside each machine: systemd as PID 1 (the relay runs as
 # services), sshd (Ansible reaches hosts over SSH), python3 (Ansible modules and
-# the relay), iproute2 (the multicast route), procps (sysctl, pgrep for tests).
-packages=python3,systemd,systemd-sysv,dbus,openssh-server,iproute2,procps
+# the relay), iproute2 (the multicast route), procps (sysctl, pgrep for tests),
+# keepalived (the vrrp scenario; its unit does nothing until a scenario writes
+# /etc/keepalived/keepalived.conf).
+packages=python3,systemd,systemd-sysv,dbus,openssh-server,iproute2,procps,keepalived
+# Raise when build_tarball changes what goes into the root filesystem: like a
+# change of $packages, it makes every cached tarball and image stale.
+recipe_version=1
+recipe=$(printf '%s\n%s\n' "$packages" "$recipe_version" | sha256sum | cut -c1-12)
 
 script_dir=$(cd "$(dirname "$0")" && pwd)
 
@@ -95,19 +105,32 @@ UNIT
         "$rootfs/etc/systemd/system/multi-user.target.wants/ssh.service"
     tar -C "$rootfs" --numeric-owner -czf "$tarball.tmp" .
     mv "$tarball.tmp" "$tarball"
+    # Tarballs of older recipes (and of the unversioned names before) are stale.
+    for old in "$cache_dir/rootfs-$release.tar.gz" "$cache_dir/rootfs-$release"-*.tar.gz; do
+        if [ -e "$old" ] && [ "$old" != "$tarball" ]; then
+            rm -f "$old"
+        fi
+    done
     rm -rf "$rootfs"
     trap - EXIT INT TERM
 }
 
+image_recipe() {
+    docker image inspect -f '{{index .Config.Labels "mcp.recipe"}}' "$1" 2>/dev/null || true
+}
+
+# Another run (a scenario of another checkout, say) may be building too: one
+# at a time, and whoever waited finds the image the first one built.
+exec 9>"$cache_dir/build.lock"
+flock 9
+
 for release in "$@"; do
     image="$image_repo:$release"
-    tarball="$cache_dir/rootfs-$release.tar.gz"
+    tarball="$cache_dir/rootfs-$release-$recipe.tar.gz"
     if [ "${MCP_REBUILD:-0}" = 1 ]; then
         rm -f "$tarball"
-        docker image rm -f "$image" >/dev/null 2>&1 || true
-    fi
-    if docker image inspect "$image" >/dev/null 2>&1; then
-        echo "build-images: $image exists (cached)" >&2
+    elif [ "$(image_recipe "$image")" = "$recipe" ]; then
+        echo "build-images: $image exists (cached, recipe $recipe)" >&2
         continue
     fi
     if [ ! -s "$tarball" ]; then
@@ -115,8 +138,29 @@ for release in "$@"; do
     else
         echo "build-images: using cached $tarball" >&2
     fi
-    docker import -c 'CMD ["/sbin/init"]' \
-        -m "debootstrap $release minbase for the multicast.proxy fleet" \
-        "$tarball" "$image" >/dev/null
-    echo "build-images: built $image" >&2
+    candidate="$image_repo:$release-candidate-$$"
+    docker import -c 'CMD ["/sbin/init"]' -c "LABEL mcp.recipe=$recipe" \
+        -m "debootstrap $release minbase for the multicast.proxy fleet (recipe $recipe)" \
+        "$tarball" "$candidate" >/dev/null
+    # Every package of the recipe must be installed in the new image before it
+    # replaces the old one. (The package list is split into words on purpose.)
+    # shellcheck disable=SC2046
+    if ! docker run --rm --network none "$candidate" \
+            dpkg-query -W -f '${Package} ${db:Status-Status}\n' $(echo "$packages" | tr , ' ') \
+            >"$cache_dir/check-$release.log" 2>&1 \
+            || grep -qv ' installed$' "$cache_dir/check-$release.log"; then
+        docker image rm "$candidate" >/dev/null 2>&1 || true
+        echo "build-images: $candidate lacks packages of the recipe ($cache_dir/check-$release.log):" >&2
+        cat "$cache_dir/check-$release.log" >&2
+        echo "build-images: remove $tarball and run again, or MCP_REBUILD=1" >&2
+        exit 1
+    fi
+    previous=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
+    docker tag "$candidate" "$image"
+    docker image rm "$candidate" >/dev/null
+    # The old image goes unless containers still run from it (they keep it).
+    if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "$image")" ]; then
+        docker image rm "$previous" >/dev/null 2>&1 || true
+    fi
+    echo "build-images: built $image (recipe $recipe)" >&2
 done

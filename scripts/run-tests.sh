@@ -8,7 +8,7 @@
 #   lint        ansible-lint, production profile (scripts/run-lint.sh)
 #   sanity      ansible-test sanity (scripts/run-sanity.sh)
 #   molecule    molecule scenarios on the container fleet (tests/fleet/run-molecule.sh)
-# env: MCP_MOLECULE_SCENARIOS (default "default membership"),
+# env: MCP_MOLECULE_SCENARIOS (default "default membership vrrp"),
 #      MCP_MOLECULE_RELEASES (default "bookworm"; "all" = bullseye bookworm trixie)
 #
 # Every suite is expected to have tests: pytest's "no tests collected" (exit 5)
@@ -58,7 +58,7 @@ script_suite() {
 molecule_suite() {
     local scenario rc=0
     # shellcheck disable=SC2086  # space-separated lists
-    for scenario in ${MCP_MOLECULE_SCENARIOS:-default membership}; do
+    for scenario in ${MCP_MOLECULE_SCENARIOS:-default membership vrrp}; do
         tests/fleet/run-molecule.sh "$scenario" ${MCP_MOLECULE_RELEASES:-bookworm} || rc=1
     done
     return "$rc"

@@ -47,5 +47,5 @@ images: bootstrap
 # Fleets are named mcp-*; an interrupted run may leave one behind.
 clean:
 	scripts/ensure-docker.sh
-	for fleet in mcp-default mcp-membership mcp-vrrp mcp-demo; do tests/fleet/fleet.sh down --name $$fleet; done
+	for fleet in mcp-default mcp-members mcp-vrrp mcp-demo; do tests/fleet/fleet.sh down --name $$fleet; done
 	rm -rf build

@@ -4,12 +4,18 @@
 # and show that the tasks run on the source do not grow with the members.
 #
 # usage: tests/fleet/deploy-timing.sh [--output FILE] [--baseline-install FILE] [--release RELEASE]
+#                                     [--connection ssh|paramiko] [--forks N]
 #   --output FILE            where the figures go (default docs/performance/deployment.json)
 #   --baseline-install FILE  also measure, on a fresh fleet, the collection with
 #                            this roles/common/tasks/install.yml instead of the
 #                            current one (the "before" of a change), for example
 #                            the previous release's file
 #   --release RELEASE        Debian release of the fleet image (default bookworm)
+#   --connection ssh|paramiko  how Ansible reaches the hosts (default ssh: OpenSSH
+#                            with ControlPersist and pipelining, what a fleet of
+#                            VMs is deployed with; paramiko is what molecule uses)
+#   --forks N                Ansible forks (default 10: every host of the fleet
+#                            in one wave, as an operator of 9 hosts would set)
 # env: MCP_FLEET_PREFIX (default empty; container and network names, see
 #      fleet.sh), MCP_DEPLOY_NET (default 172.31.18: first three octets of the
 #      fleet's /24). Needs root and docker (scripts/ensure-docker.sh is run).
@@ -36,11 +42,15 @@ repo_root=$(cd "$(dirname "$0")/../.." && pwd)
 output=$repo_root/docs/performance/deployment.json
 baseline_install=''
 release=bookworm
+connection=ssh
+forks=10
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --output) output=$2; shift 2 ;;
         --baseline-install) baseline_install=$2; shift 2 ;;
         --release) release=$2; shift 2 ;;
+        --connection) connection=$2; shift 2 ;;
+        --forks) forks=$2; shift 2 ;;
         -h|--help) sed -n '/^# usage:/,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
         *) echo "deploy-timing: unexpected argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -48,6 +58,21 @@ done
 if [ -n "$baseline_install" ] && [ ! -f "$baseline_install" ]; then
     echo "deploy-timing: --baseline-install $baseline_install is not a file" >&2
     exit 2
+fi
+case "$connection" in
+    ssh|paramiko) ;;
+    *) echo "deploy-timing: --connection must be ssh or paramiko, got '$connection'" >&2; exit 2 ;;
+esac
+if ! [[ "$forks" =~ ^[1-9][0-9]*$ ]]; then
+    echo "deploy-timing: --forks must be a whole number of at least 1, got '$forks'" >&2
+    exit 2
+fi
+export ANSIBLE_FORKS=$forks
+if [ "$connection" = ssh ]; then
+    # One TCP connection per host for the whole run, and modules fed over it
+    # without a temp file: the OpenSSH settings a fleet deploy is run with.
+    export ANSIBLE_PIPELINING=True
+    export ANSIBLE_SSH_ARGS="-o ControlMaster=auto -o ControlPersist=120s -o UserKnownHostsFile=/dev/null"
 fi
 net=${MCP_DEPLOY_NET:-172.31.18}
 if ! [[ "$net" =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]]; then
@@ -148,7 +173,7 @@ all:
   children:
     mcp_fleet:
       vars:
-        ansible_connection: paramiko
+        ansible_connection: $connection
         ansible_user: root
         ansible_ssh_private_key_file: $key
       children:
@@ -225,7 +250,7 @@ for variant in "${variants[@]}"; do
 done
 
 mkdir -p "$(dirname "$output")"
-python3 - "$work" "$output" "$source_host" "$members" "$small_members" "${variants[@]}" <<'PY'
+MCP_DT_CONNECTION=$connection python3 - "$work" "$output" "$source_host" "$members" "$small_members" "${variants[@]}" <<'PY'
 import json
 import os
 import platform
@@ -269,8 +294,8 @@ def tasks_on(log, host):
 
 
 figures = {
-    "command": "tests/fleet/deploy-timing.sh" + (" --baseline-install FILE" if "baseline" in variants else ""),
-    "fleet": {"source": 1, "members": int(members), "connection": "paramiko", "forks": "ansible default (5)"},
+    "command": "tests/fleet/deploy-timing.sh --connection %s --forks %s" % (os.environ.get("MCP_DT_CONNECTION"), os.environ["ANSIBLE_FORKS"]) + (" --baseline-install FILE" if "baseline" in variants else ""),
+    "fleet": {"source": 1, "members": int(members), "connection": os.environ.get("MCP_DT_CONNECTION"), "forks": int(os.environ["ANSIBLE_FORKS"])},
     "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
     "variants": {},
 }

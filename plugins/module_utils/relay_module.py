@@ -80,20 +80,33 @@ def read_config(module, conf_dir, side):
                              % to_native(exc))
 
 
-def write_config(module, conf_dir, side, config):
-    """Replace the side's config file with ``config`` atomically, mode 0644."""
-    path = config_path(conf_dir, side)
-    fd, tmp_path = tempfile.mkstemp(prefix=".%s." % SIDES[side]["config_name"], dir=conf_dir)
+def replace_file(module, path, data, before_rename, keep_dest_attrs=True):
+    """Replace ``path`` with the bytes ``data`` so that readers see the old or the new file, never a part.
+
+    The bytes go to a temporary file beside ``path`` and reach the disk
+    first; ``before_rename(tmp_path)`` gives it its mode (and owner) so it
+    never appears with the wrong ones; then it is renamed over ``path``.
+    The temporary file never outlives the call.
+    """
+    directory, name = os.path.split(path)
+    fd, tmp_path = tempfile.mkstemp(prefix="." + name + ".", dir=directory)
     try:
-        with os.fdopen(fd, "w") as tmp_file:
-            tmp_file.write(dump_config(config))
+        with os.fdopen(fd, "wb") as tmp_file:
+            tmp_file.write(data)
             tmp_file.flush()
             os.fsync(tmp_file.fileno())
-        os.chmod(tmp_path, 0o644)
-        module.atomic_move(tmp_path, path)
+        before_rename(tmp_path)
+        module.atomic_move(tmp_path, path, keep_dest_attrs=keep_dest_attrs)
     finally:
         if os.path.exists(tmp_path):
             os.unlink(tmp_path)
+
+
+def write_config(module, conf_dir, side, config):
+    """Replace the side's config file with ``config`` atomically, mode 0644."""
+    # dump_config writes ASCII JSON: the encoding changes no byte.
+    replace_file(module, config_path(conf_dir, side), dump_config(config).encode("utf-8"),
+                 lambda tmp_path: os.chmod(tmp_path, 0o644))
 
 
 def edit_config(module, conf_dir, side, edit):

@@ -158,10 +158,10 @@ import fnmatch
 import hashlib
 import os
 import stat
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_native
+from ansible_collections.multicast.proxy.plugins.module_utils.relay_module import replace_file
 
 NEW_DIRECTORY_MODE = 0o755
 # ActiveState values of a unit whose process runs (systemctl is-active prints them).
@@ -333,22 +333,12 @@ class Installer(object):
             self.write_file(real, content, mode)
 
     def write_file(self, real, content, mode):
-        directory, name = os.path.split(real)
-        fd, tmp_path = tempfile.mkstemp(prefix="." + name + ".", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as tmp_file:
-                tmp_file.write(content)
-                tmp_file.flush()
-                os.fsync(tmp_file.fileno())
-            # Owner and mode are right before the rename, so the file never
-            # appears with the wrong ones (a command without its x bit).
-            self.set_attributes(tmp_path, mode)
-            self.module.atomic_move(tmp_path, real, keep_dest_attrs=False)
-            # atomic_move gives a file it creates the umask's mode.
-            self.set_attributes(real, mode)
-        finally:
-            if os.path.exists(tmp_path):
-                os.unlink(tmp_path)
+        # Owner and mode are right before the rename, so the file never
+        # appears with the wrong ones (a command without its x bit).
+        replace_file(self.module, real, content, lambda tmp_path: self.set_attributes(tmp_path, mode),
+                     keep_dest_attrs=False)
+        # atomic_move gives a file it creates the umask's mode.
+        self.set_attributes(real, mode)
 
     def purge(self, plan):
         real = plan["real_path"]

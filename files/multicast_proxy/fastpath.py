@@ -1,17 +1,22 @@
-"""Fan-out of one frame to every member of a group.
+"""The server's data path: a burst of group datagrams in, a frame to every member out.
 
 The server sends the same bytes to N members for every datagram.  With
 ``sendto`` that is N system calls and N trips through the interpreter; with
-``sendmmsg(2)`` it is one call.  The standard library has no ``sendmmsg``, so
-it is called through ctypes; everything it needs is built when the members
-change, not per datagram:
+``sendmmsg(2)`` it is one call, and for a burst of datagrams (what queued
+while the relay was busy) one call for up to 1024 copies.  The standard
+library has neither ``recvmmsg`` nor ``sendmmsg``, so they are called through
+ctypes; everything they need is built when the members change, not per
+datagram:
 
 - one ``struct iovec`` per daemon, pointing at the daemon's frame buffer (only
   its length is set per datagram);
 - per member set (addresses + port) one array of ``struct sockaddr_in`` and
   one array of ``struct mmsghdr`` whose entries point at their address and
   all share that iovec.  Groups with the same members and server port (the
-  usual case: every group goes to every receiver) share one member set.
+  usual case: every group goes to every receiver) share one member set;
+- for bursts, receive slots with room for the frame header in front of the
+  payload (``BurstReceiver``) and one scratch array of headers for
+  ``SendmmsgFanOut.send_rows``.
 
 Where ctypes or the libc function is missing, ``SendtoFanOut`` does the same
 job with one ``sendto`` per member; both report the members that failed in
@@ -20,6 +25,7 @@ the same form, so the server's accounting does not care which one runs.
 
 import array
 import errno
+import mmap
 import os
 import socket
 import struct
@@ -34,6 +40,14 @@ except (ImportError, MemoryError):
     ctypes = None
 
 EAGAIN_MESSAGE = "send buffer full (EAGAIN)"
+IP_TTL = socket.IP_TTL
+IP_TOS = socket.IP_TOS
+# sockaddr_in as the kernel writes it: family, port and address in network order.
+_SOURCE = struct.Struct("!2xHI8x")
+_INT = struct.Struct("=i")
+# struct cmsghdr: cmsg_len (size_t), cmsg_level, cmsg_type; each message is padded to a long.
+_CMSG_HEADER = struct.Struct("@Nii")
+_CMSG_ALIGN = struct.calcsize("@l")
 
 
 def error_message(code):
@@ -51,7 +65,8 @@ def _sockaddr_in(ip, port):
 class MemberSet:
     """The addresses of one member list at one port, ready for the fan-out."""
 
-    __slots__ = ("ips", "port", "addresses", "sockaddrs", "headers", "headers_address", "__weakref__")
+    __slots__ = ("ips", "port", "addresses", "sockaddrs", "headers", "headers_address", "name_run",
+                 "__weakref__")
 
     def __init__(self, ips, port):
         self.ips = ips
@@ -60,6 +75,9 @@ class MemberSet:
         self.sockaddrs = None       # SendmmsgFanOut: ctypes buffers kept alive here
         self.headers = None
         self.headers_address = 0
+        # SendmmsgFanOut.send_rows: the sockaddr addresses repeated once per
+        # row a call can carry (built the first time a burst is sent).
+        self.name_run = None
 
     def __len__(self):
         return len(self.ips)
@@ -163,18 +181,45 @@ def libc_recvmmsg():
     return libc_function("recvmmsg", (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p))
 
 
-class SendmmsgFanOut(_FanOutBase):
-    """One ``sendmmsg`` per datagram (more only when some members fail).
+# The kernel takes at most UIO_MAXIOV (1024) messages per sendmmsg call, as
+# many as a group may have members (config.MAX_MEMBERS).
+MAX_MESSAGES = 1024
+# Datagrams received and sent per burst (recvmmsg slots, send_rows rows).
+BURST_ROWS = 64
 
-    A group of one member is sent to with ``sendto``: one system call
-    either way, and the socket module's call costs less than a ctypes call
-    (about 5 us less per datagram at light load, where the cache is cold
-    after every idle wait; measured with perf's syscall tracepoints).
+if ctypes is not None:
+    _POINTER_SIZE = ctypes.sizeof(ctypes.c_void_p)
+    _POINTER_CODE = "Q" if _POINTER_SIZE == 8 else "I"
+    # size_t fields (iov_len, msg_controllen) are read and written through pointer-sized words.
+    assert ctypes.sizeof(ctypes.c_size_t) == _POINTER_SIZE
+
+
+def _sockaddr_pointers(sockaddrs, count):
+    """The addresses of the ``count`` consecutive 16-byte sockaddr_in in ``sockaddrs``."""
+    first = ctypes.addressof(sockaddrs)
+    return array.array(_POINTER_CODE, range(first, first + 16 * count, 16))
+
+
+class SendmmsgFanOut(_FanOutBase):
+    """One ``sendmmsg`` per datagram, or per burst of datagrams (``send_rows``).
+
+    ``send`` fans the daemon's buffer out to one member set.  A group of one
+    member is sent to with ``sendto``: one system call either way, and the
+    socket module's call costs less than a ctypes call (about 5 us less per
+    datagram at light load, where the cache is cold after every idle wait;
+    measured with perf's syscall tracepoints).
+
+    ``send_rows`` sends several datagrams (rows) to the same member set with
+    one call for up to ``MAX_MESSAGES`` copies: the kernel does the same
+    work per copy, the interpreter one call per burst instead of one per
+    datagram.  Its headers live in one scratch array; per call two strided
+    copies fill in where each copy goes (the member set's ``name_run``) and
+    which row it carries (``_iov_runs``), and per row the row's iovec is set.
     """
 
     name = "sendmmsg"
 
-    def __init__(self, sock, buffer, sendmmsg):
+    def __init__(self, sock, buffer, sendmmsg, rows=BURST_ROWS):
         super(SendmmsgFanOut, self).__init__(sock, buffer)
         self._sendmmsg = sendmmsg
         self._fd = sock.fileno()
@@ -188,26 +233,34 @@ class SendmmsgFanOut(_FanOutBase):
         template.msg_hdr.msg_iovlen = 1
         self._template = bytes(template)
         self._view = memoryview(buffer)
+        # send_rows: one iovec per row of a call, MAX_MESSAGES headers.
+        self._rows = rows
+        self._row_iovs = (_IoVec * rows)()
+        self._row_iov_words = memoryview(self._row_iovs).cast("B").cast(_POINTER_CODE)
+        self._scratch = (_MMsgHdr * MAX_MESSAGES).from_buffer_copy(self._template * MAX_MESSAGES)
+        self._scratch_address = ctypes.addressof(self._scratch)
+        self._scratch_words = memoryview(self._scratch).cast("B").cast(_POINTER_CODE)
+        self._words_per_header = self._stride // _POINTER_SIZE
+        self._iov_word = _MsgHdr.msg_iov.offset // _POINTER_SIZE
+        self._iov_runs = {}     # member count -> the row iovec addresses, each repeated that often
 
     def _prepare(self, member_set):
         count = len(member_set.ips)
         port = member_set.port
+        if not count:
+            return
+        sockaddrs = ctypes.create_string_buffer(b"".join(_sockaddr_in(ip, port) for ip in member_set.ips), 16 * count)
+        member_set.sockaddrs = sockaddrs
         if count == 1:
             member_set.addresses = [(member_set.ips[0], port)]
             return
-        sockaddrs = ctypes.create_string_buffer(b"".join(_sockaddr_in(ip, port) for ip in member_set.ips), 16 * count)
-        headers = (_MMsgHdr * count).from_buffer_copy(self._template * count) if count else None
-        if count:
-            # Every entry is the template but for msg_name (offset 0), the
-            # address of its own sockaddr_in: written as one strided slice.
-            pointer_code = "Q" if ctypes.sizeof(ctypes.c_void_p) == 8 else "I"
-            pointers = memoryview(headers).cast("B").cast(pointer_code)
-            first = ctypes.addressof(sockaddrs)
-            pointers[0::self._stride // ctypes.sizeof(ctypes.c_void_p)] = array.array(
-                pointer_code, range(first, first + 16 * count, 16))
-            pointers.release()
-            member_set.headers_address = ctypes.addressof(headers)
-        member_set.sockaddrs = sockaddrs
+        headers = (_MMsgHdr * count).from_buffer_copy(self._template * count)
+        # Every entry is the template but for msg_name (offset 0), the
+        # address of its own sockaddr_in: written as one strided slice.
+        pointers = memoryview(headers).cast("B").cast(_POINTER_CODE)
+        pointers[0::self._words_per_header] = _sockaddr_pointers(sockaddrs, count)
+        pointers.release()
+        member_set.headers_address = ctypes.addressof(headers)
         member_set.headers = headers
 
     def send(self, member_set, length):
@@ -227,10 +280,18 @@ class SendmmsgFanOut(_FanOutBase):
         sent = self._sendmmsg(self._fd, member_set.headers_address, count, 0)
         if sent == count:
             return ()
-        # The kernel stops at the first member it cannot send to and returns
-        # how many went out (or -1 when the first one failed): count that
-        # member's error and carry on with the next one.
         failed = []
+        for index, code in self._finish(member_set.headers_address, count, sent):
+            failed.append((index, code))
+        return failed
+
+    def _finish(self, headers_address, count, sent):
+        """Go on after a call that sent ``sent`` of ``count`` entries; yield (entry, errno) that failed.
+
+        The kernel stops at the first entry it cannot send and returns how
+        many went out (or -1 when the first one failed): that entry's error
+        is reported and the calls carry on with the next one.
+        """
         start = 0
         while True:
             if sent > 0:
@@ -238,17 +299,208 @@ class SendmmsgFanOut(_FanOutBase):
             else:
                 code = ctypes.get_errno() or errno.EIO
                 if code != errno.EINTR:
-                    failed.append((start, code))
+                    yield start, code
                     start += 1
             if start >= count:
-                return failed
-            sent = self._sendmmsg(self._fd, member_set.headers_address + start * self._stride, count - start, 0)
+                return
+            sent = self._sendmmsg(self._fd, headers_address + start * self._stride, count - start, 0)
+
+    def rows_per_call(self, member_count):
+        """How many rows one call carries to ``member_count`` members."""
+        return max(1, min(self._rows, MAX_MESSAGES // member_count)) if member_count else self._rows
+
+    def send_rows(self, member_set, addresses, lengths):
+        """Send ``lengths[i]`` bytes at memory address ``addresses[i]`` (row i) to every member.
+
+        The addresses must stay valid for the call (the server's receive
+        slots).  Returns a list of (row, member index, errno) that failed.
+        """
+        count = len(member_set.ips)
+        rows = len(addresses)
+        if not count or not rows:
+            return []
+        per_call = self.rows_per_call(count)
+        name_run = member_set.name_run
+        if name_run is None:
+            name_run = member_set.name_run = memoryview(
+                _sockaddr_pointers(member_set.sockaddrs, count) * per_call)
+        iov_run = self._iov_runs.get(count)
+        if iov_run is None:
+            first = ctypes.addressof(self._row_iovs)
+            size = ctypes.sizeof(_IoVec)
+            iov_run = self._iov_runs[count] = memoryview(array.array(
+                _POINTER_CODE, [first + size * (entry // count) for entry in range(per_call * count)]))
+        row_words = self._row_iov_words
+        words = self._scratch_words
+        step = self._words_per_header
+        failed = []
+        done = 0
+        while done < rows:
+            batch = min(per_call, rows - done)
+            for row in range(batch):
+                row_words[2 * row] = addresses[done + row]
+                row_words[2 * row + 1] = lengths[done + row]
+            entries = batch * count
+            end = entries * step
+            words[0:end:step] = name_run[:entries]
+            words[self._iov_word:end:step] = iov_run[:entries]
+            sent = self._sendmmsg(self._fd, self._scratch_address, entries, 0)
+            if sent != entries:
+                for entry, code in self._finish(self._scratch_address, entries, sent):
+                    failed.append((done + entry // count, entry % count, code))
+            done += batch
+        return failed
 
     def close(self):
         super(SendmmsgFanOut, self).close()
+        self._iov_runs.clear()
+        self._row_iov_words.release()
+        self._scratch_words.release()
         # Releases the exports of the frame buffer.
         self._frame = None
         self._view.release()
+
+
+class BurstReceiver:
+    """``recvmmsg`` of what a group socket has queued, into preallocated slots.
+
+    Slot ``i`` starts at ``addresses[i]`` (``views[i]`` in Python); the
+    payload lands ``offset`` bytes in, so the caller can write a frame header
+    in front of it and send slot and payload as one buffer.  Each datagram
+    comes with its sender and the TTL and TOS control messages (the socket
+    must have IP_RECVTTL and IP_RECVTOS on): the kernel writes them in that
+    order, so they are read for the whole burst with strided views instead
+    of one ancillary-data tuple per datagram.
+    """
+
+    def __init__(self, recvmmsg, slots, slot_size, offset, length):
+        self._recvmmsg = recvmmsg
+        self._batch = slots
+        self._memory = mmap.mmap(-1, slot_size * slots)
+        self.whole = memoryview(self._memory)
+        self.views = [self.whole[index * slot_size:(index + 1) * slot_size] for index in range(slots)]
+        self.slot_size = slot_size
+        # from_buffer pins the mapping: it cannot be closed while we point into it.
+        self._frames = (ctypes.c_char * (slot_size * slots)).from_buffer(self._memory)
+        base = ctypes.addressof(self._frames)
+        self.addresses = [base + index * slot_size for index in range(slots)]
+        self._iovs = (_IoVec * slots)(*[_IoVec(address + offset, length) for address in self.addresses])
+        self._names = ctypes.create_string_buffer(16 * slots)
+        cmsg_space = socket.CMSG_SPACE(4)
+        self._control_size = 2 * cmsg_space
+        self._control = ctypes.create_string_buffer(self._control_size * slots)
+        self._headers = (_MMsgHdr * slots)()
+        names = ctypes.addressof(self._names)
+        control = ctypes.addressof(self._control)
+        iovs = ctypes.addressof(self._iovs)
+        for index, header in enumerate(self._headers):
+            header.msg_hdr.msg_name = names + 16 * index
+            header.msg_hdr.msg_namelen = 16
+            header.msg_hdr.msg_iov = iovs + index * ctypes.sizeof(_IoVec)
+            header.msg_hdr.msg_iovlen = 1
+            header.msg_hdr.msg_control = control + self._control_size * index
+            header.msg_hdr.msg_controllen = self._control_size
+        self._headers_address = ctypes.addressof(self._headers)
+        stride = ctypes.sizeof(_MMsgHdr)
+        raw = memoryview(self._headers).cast("B")
+        ints = raw.cast("i")
+        self._lengths = raw.cast("I")[_MMsgHdr.msg_len.offset // 4::stride // 4]
+        self._flags = ints[(_MMsgHdr.msg_hdr.offset + _MsgHdr.msg_flags.offset) // 4::stride // 4]
+        # The kernel writes back how much control data it used: reset before every call.
+        self._control_lengths = raw.cast(_POINTER_CODE)[_MsgHdr.msg_controllen.offset // _POINTER_SIZE::
+                                                        stride // _POINTER_SIZE]
+        self._control_lengths_full = array.array(_POINTER_CODE, [self._control_size] * slots)
+        # struct cmsghdr: cmsg_len (size_t), cmsg_level, cmsg_type; data at CMSG_LEN(0).
+        control_bytes = memoryview(self._control).cast("B")
+        control_ints = control_bytes.cast("i")
+        data = socket.CMSG_LEN(0)
+        step = self._control_size // 4
+        self._ttl_types = control_ints[(_POINTER_SIZE + 4) // 4::step]
+        self._ttls = control_ints[data // 4::step]
+        self._tos_types = control_ints[(cmsg_space + _POINTER_SIZE + 4) // 4::step]
+        self._toss = control_bytes[cmsg_space + data::self._control_size]
+        self._control_bytes = control_bytes
+        self._name_bytes = memoryview(self._names).cast("B")
+        self._views = [raw, ints, self._lengths, self._flags, self._control_lengths, control_ints,
+                       self._ttl_types, self._ttls, self._tos_types, self._toss, control_bytes, self._name_bytes]
+
+    def receive(self, sock):
+        """Read what ``sock`` has queued, up to one datagram per slot; the count (0: nothing queued).
+
+        Raises OSError when the call fails.
+        """
+        fd = sock.fileno()
+        self._control_lengths[:] = self._control_lengths_full
+        while True:
+            count = self._recvmmsg(fd, self._headers_address, self._batch, 0, None)
+            if count >= 0:
+                return count
+            code = ctypes.get_errno()
+            if code in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return 0
+            if code != errno.EINTR:
+                raise OSError(code, os.strerror(code))
+
+    def burst(self, count):
+        """(lengths, flags, ttls, toss) of the first ``count`` datagrams, as lists.
+
+        TTL -1 means the datagram came without one (never on Linux with
+        IP_RECVTTL on; the loop guard then lets it through, as the
+        one-datagram path does).
+        """
+        lengths = self._lengths[:count].tolist()
+        flags = self._flags[:count].tolist()
+        if (self._control_lengths[:count].tolist() == self._control_lengths_full[:count].tolist()
+                and self._ttl_types[:count].tolist().count(IP_TTL) == count
+                and self._tos_types[:count].tolist().count(IP_TOS) == count):
+            return lengths, flags, self._ttls[:count].tolist(), self._toss[:count].tolist()
+        ttls = []
+        toss = []
+        for index in range(count):
+            ttl, tos = parse_ttl_tos(self._control_bytes, index * self._control_size,
+                                     self._control_lengths[index])
+            ttls.append(ttl)
+            toss.append(tos)
+        return lengths, flags, ttls, toss
+
+    def source(self, index):
+        """(source port, source address as an integer) of datagram ``index`` of the last burst."""
+        return _SOURCE.unpack_from(self._name_bytes, 16 * index)
+
+    def close(self):
+        for view in self._views + self.views:
+            view.release()
+        self.whole.release()
+        self._frames = None
+        self._memory.close()
+
+
+def parse_ttl_tos(control, start, length):
+    """TTL (-1 when absent) and TOS (0) from the control messages in control[start:start + length]."""
+    ttl = -1
+    tos = 0
+    header = _CMSG_HEADER.size
+    offset = start
+    end = start + length
+    while offset + header <= end:
+        cmsg_len, level, kind = _CMSG_HEADER.unpack_from(control, offset)
+        if cmsg_len < header or offset + cmsg_len > end:
+            break
+        if level == socket.IPPROTO_IP:
+            if kind == IP_TTL and cmsg_len >= header + 4:
+                ttl = _INT.unpack_from(control, offset + header)[0]
+            elif kind == IP_TOS and cmsg_len >= header + 1:
+                tos = control[offset + header]
+        offset += (cmsg_len + _CMSG_ALIGN - 1) // _CMSG_ALIGN * _CMSG_ALIGN
+    return ttl, tos
+
+
+def burst_receiver(slots, slot_size, offset, length):
+    """A BurstReceiver, or None where recvmmsg cannot be called through ctypes."""
+    recvmmsg = libc_recvmmsg()
+    if recvmmsg is None:
+        return None
+    return BurstReceiver(recvmmsg, slots, slot_size, offset, length)
 
 
 def fan_out(sock, buffer, use_sendmmsg=True):

@@ -5,7 +5,10 @@ Everything that can be computed once per config (the members' socket
 addresses and sendmmsg headers, packed group address, interface) is computed
 in ``apply_config``; the receive path only packs the header into the
 preallocated buffer in front of the payload and hands the same buffer to one
-``sendmmsg`` for all members (``fastpath.py``).
+``sendmmsg`` for all members (``fastpath.py``).  The first datagram of a
+readable event is handled alone (at light load it is all there is, and
+latency counts); what is queued behind it is read with one ``recvmmsg`` and
+sent with one ``sendmmsg`` per up to 1024 copies.
 
 Per member the daemon keeps only what differs from its group: when a member
 joined a group that had already relayed, and what failed to reach it.  A
@@ -42,7 +45,10 @@ _pack_header = frame._HEADER.pack_into
 RECV_BUFFER = 32 << 20
 SEND_BUFFER = 4 << 20
 # Datagrams handled per readiness event before the loop looks at other sockets.
-BATCH = 64
+BATCH = fastpath.BURST_ROWS
+# A burst receive slot: frame header, then the largest payload.
+SLOT = 1 << 16
+assert SLOT >= frame.HEADER_LEN + frame.MAX_PAYLOAD
 ANC_SIZE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(4)
 
 # Seconds between attempts to join groups that failed (no route, no interface yet).
@@ -184,6 +190,7 @@ class ServerDaemon(Daemon):
         self.local_addresses = capture.read_local_addresses()
         self.sender = None
         self.fan_out = None     # fastpath fan-out through self.sender
+        self.receiver = None    # fastpath.BurstReceiver where recvmmsg and sendmmsg can be called
         self.signer = None      # auth.Signer while auth_keys.json exists
         self._src_cache = {}
         self._next_retry = 0.0
@@ -206,7 +213,10 @@ class ServerDaemon(Daemon):
         sender.setblocking(False)
         self.sender = sender
         self.fan_out = fastpath.fan_out(sender, self.buffer)
-        self.log.info("sending copies with %s", self.fan_out.name)
+        if isinstance(self.fan_out, fastpath.SendmmsgFanOut):
+            self.receiver = fastpath.burst_receiver(BATCH, SLOT, frame.HEADER_LEN, frame.MAX_PAYLOAD)
+        self.log.info("sending copies with %s, receiving bursts with %s", self.fan_out.name,
+                      "recvmmsg" if self.receiver is not None else "recvmsg")
 
     def apply_config(self, cfg):
         if self.sender is None:
@@ -312,6 +322,9 @@ class ServerDaemon(Daemon):
     def close_data_sockets(self):
         for group_ip in list(self.groups):
             self._remove_group(group_ip)
+        if self.receiver is not None:
+            self.receiver.close()
+            self.receiver = None
         if self.sender is not None:
             self.fan_out.close()
             self.fan_out = None
@@ -326,10 +339,12 @@ class ServerDaemon(Daemon):
         # functools.partial: called from C, no Python frame between the loop and the relay.
         if group.mode != capture.MODE_SOCKET:
             return functools.partial(capture.relay_captured, self, group)
+        if self.receiver is not None:
+            return functools.partial(self._relay_burst, group)
         return functools.partial(self._relay, group)
 
-    def _relay(self, group, sock):
-        """Receive up to BATCH datagrams and fan each out to every member.
+    def _relay(self, group, sock, limit=BATCH):
+        """Receive up to ``limit`` datagrams and fan each out to every member; True if more may be queued.
 
         An untagged frame is packed and sent here, before the counters are
         updated: at light load every step between the wake-up and the send
@@ -342,15 +357,15 @@ class ServerDaemon(Daemon):
         signed = self.signer is not None
         buffer = self.buffer
         send = self.fan_out.send
-        for _attempt in range(BATCH):
+        for _attempt in range(limit):
             try:
                 nbytes, ancdata, msg_flags, source = sock.recvmsg_into(receive_into, ANC_SIZE)
             except (BlockingIOError, InterruptedError):
-                return
+                return False
             except OSError as exc:
                 group.drops["receive_error"] += 1
                 self.drop_log.drop("receive_error", "group %s: %s" % (group.group_ip, exc))
-                return
+                return False
             ttl = -1
             tos = 0
             for level, kind, data in ancdata:
@@ -386,6 +401,78 @@ class ServerDaemon(Daemon):
             group.rx_bytes += nbytes
             if failed:
                 self._count_failures(group, failed, nbytes)
+        return True
+
+    def _relay_burst(self, group, sock):
+        """The first datagram alone, then up to BATCH queued ones with one call in and one out."""
+        if not self._relay(group, sock, 1):
+            return
+        receiver = self.receiver
+        try:
+            count = receiver.receive(sock)
+        except OSError as exc:
+            group.drops["receive_error"] += 1
+            self.drop_log.drop("receive_error", "group %s: %s" % (group.group_ip, exc))
+            return
+        if not count:
+            return
+        lengths, flags, ttls, toss = receiver.burst(count)
+        signer = self.signer
+        if signer is None:
+            limit, tag_flags, key_id = frame.MAX_PAYLOAD, 0, 0
+        else:
+            limit, tag_flags, key_id = frame.MAX_PAYLOAD - frame.TAG_LEN, frame.FLAG_TAG, signer.key_id
+        whole = receiver.whole
+        slot_size = receiver.slot_size
+        slot_addresses = receiver.addresses
+        source = receiver.source
+        group_addr = group.group_addr
+        group_port = group.group_port
+        addresses = []
+        frame_lengths = []
+        sizes = []
+        seq = group.seq
+        for index in range(count):
+            nbytes = lengths[index]
+            if ttls[index] == 0:
+                # A relay client's re-delivery on this host: see _relay.
+                group.drops["loop"] += 1
+                continue
+            if flags[index] & MSG_TRUNC or nbytes > limit:
+                self._drop_oversize(group, nbytes, flags[index] & MSG_TRUNC, source(index))
+                continue
+            src_port, src_addr = source(index)
+            seq += 1
+            _pack_header(whole, index * slot_size, frame.MAGIC, frame.VERSION, tag_flags, frame.HEADER_LEN,
+                         frame.PROTO_UDP, toss[index], key_id, group_addr, group_port, src_addr, src_port, seq)
+            length = frame.HEADER_LEN + nbytes
+            if signer is not None:
+                length = signer.sign_into(receiver.views[index], length)
+            addresses.append(slot_addresses[index])
+            frame_lengths.append(length)
+            sizes.append(nbytes)
+        if not sizes:
+            return
+        group.seq = seq
+        group.rx_packets += len(sizes)
+        group.rx_bytes += sum(sizes)
+        for row, index, code in self.fan_out.send_rows(group.targets, addresses, frame_lengths):
+            message = fastpath.error_message(code)
+            ip = group.member_failed(index, sizes[row], message)
+            self.drop_log.drop("send_error", "member %s: %s" % (ip, message))
+
+    def _drop_oversize(self, group, nbytes, truncated, source):
+        """Count a datagram from ``source`` (port, address as an integer) too big to relay.
+
+        The messages are those of the one-datagram path (``_relay``, ``send_frame``).
+        """
+        group.drops["oversize"] += 1
+        if truncated or nbytes > frame.MAX_PAYLOAD:
+            self.drop_log.drop("oversize", "group %s: datagram from %s:%d larger than %d bytes"
+                               % (group.group_ip, frame.int_to_ip(source[1]), source[0], frame.MAX_PAYLOAD))
+        else:
+            self.drop_log.drop("oversize", "group %s: datagram of %d bytes leaves no room for the %d-byte tag"
+                               % (group.group_ip, nbytes, frame.TAG_LEN))
 
     def send_frame(self, group, nbytes, src_addr, src_port, tos, group_port, proto):
         """Count the datagram whose payload is in payload_view[:nbytes] and send one frame to every member."""

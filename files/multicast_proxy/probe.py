@@ -125,17 +125,24 @@ def unicast_ip(text):
     return str(address)
 
 
-def bounded_int(low, high):
+def checked_value(convert, noun, accept, problem):
+    """An argparse type: ``convert`` the text (else "'x' is not <noun>"),
+    then ``accept`` the value (else ``problem % value``)."""
     def parse(text):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError("%r is not an integer" % text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError("%d is outside %d..%d" % (value, low, high))
+            raise argparse.ArgumentTypeError("%r is not %s" % (text, noun))
+        if not accept(value):
+            raise argparse.ArgumentTypeError(problem % value)
         return value
 
     return parse
+
+
+def bounded_int(low, high):
+    return checked_value(int, "an integer", lambda value: low <= value <= high,
+                         "%%d is outside %d..%d" % (low, high))
 
 
 def parse_send_args(argv, prog=None):
@@ -349,34 +356,9 @@ class ReceiverStats:
         }
 
 
-def port_number(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a port number" % text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError("port %d is outside 1..65535" % value)
-    return value
-
-
-def positive_number(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number" % text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("%s must be positive" % text)
-    return value
-
-
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not an integer" % text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("%d must be positive" % value)
-    return value
+port_number = checked_value(int, "a port number", lambda value: 1 <= value <= 65535, "port %d is outside 1..65535")
+positive_number = checked_value(float, "a number", lambda value: value > 0, "%g must be positive")
+positive_int = checked_value(int, "an integer", lambda value: value > 0, "%d must be positive")
 
 
 def parse_recv_args(argv, prog=None):

@@ -21,11 +21,13 @@ Where ctypes or the libc functions are missing, ``RecvfromReceiver`` and
 both pairs expose the same interface, so the client does not care which runs.
 """
 
+import array
 import errno
 import mmap
 import os
 import socket
 import struct
+import sys
 
 from . import fastpath, frame
 
@@ -40,6 +42,9 @@ assert SLOT > frame.MAX_UDP_PAYLOAD
 _NATIVE_WORD = struct.Struct("=I")
 _SOCKADDR_PORT_ADDRESS = struct.Struct("!2xH4s8x")
 _KEY_CACHE_SIZE = 1024
+# The first word of a plain v1 frame (magic, version, no flags), read as a native word.
+_PLAIN_V1_WORD = _NATIVE_WORD.unpack(frame.MAGIC + bytes([frame.VERSION, 0]))[0]
+_SOCKADDR_WORDS = struct.Struct("=QQ")
 
 
 def address_key(ip):
@@ -207,6 +212,17 @@ class MmsgReceiver(_FirstFrame):
         self._length_words = words[fastpath._MMsgHdr.msg_len.offset // 4::stride]
         self._name_bytes = memoryview(self._names).cast("B")
         self._source_words = self._name_bytes.cast("I")[1::4]
+        # One column per header field a run is recognised by, read for a whole
+        # burst with one C-level copy each (frame.py: the v1 layout).
+        slot_words = self._whole.cast("I")
+        self._header_columns = [
+            slot_words[0::SLOT // 4],                       # magic, version, flags
+            self._whole[4::SLOT],                           # header length
+            slot_words[2::SLOT // 4],                       # group address
+            self._whole.cast("H")[6::SLOT // 2],            # group port
+            slot_words[5::SLOT // 4],                       # sequence, high word
+            slot_words[6::SLOT // 4],                       # sequence, low word
+        ]
         self.lengths = []
         self.sources = []
         self._names_read = []
@@ -240,8 +256,35 @@ class MmsgReceiver(_FirstFrame):
         port, address = _SOCKADDR_PORT_ADDRESS.unpack_from(self._name_bytes, 16 * index)
         return socket.inet_ntoa(address), port
 
+    def uniform_run(self, count):
+        """(source key, group address, group port, first sequence) when the ``count`` frames of
+        the last batch are one run, else None.
+
+        A run: plain untagged v1 frames (the checks ``ClientDaemon`` makes
+        per frame), all from one sender, for one group and port, with
+        consecutive sequence numbers.  It is what a server sends while
+        nothing is lost, and the client can then handle the burst as a
+        whole instead of frame by frame.
+        """
+        sources = self.sources
+        if count < 2 or sources.count(sources[0]) != count or min(self.lengths) < frame.HEADER_LEN:
+            return None
+        magic, header_len, group, port, high, low = [column[:count].tolist() for column in self._header_columns]
+        if (magic.count(_PLAIN_V1_WORD) != count or header_len.count(frame.HEADER_LEN) != count
+                or group.count(group[0]) != count or port.count(port[0]) != count
+                or high.count(high[0]) != count):
+            return None
+        counters = array.array("I", low)
+        if sys.byteorder == "little":
+            counters.byteswap()
+        first = counters[0]
+        if counters.tolist() != list(range(first, first + count)):
+            return None
+        return (sources[0], socket.ntohl(group[0]), socket.ntohs(port[0]),
+                (socket.ntohl(high[0]) << 32) | first)
+
     def close(self):
-        for view in [self._length_words, self._source_words, self._name_bytes] + self.slots:
+        for view in [self._length_words, self._source_words, self._name_bytes] + self._header_columns + self.slots:
             view.release()
         self._whole.release()
         self._frames = None
@@ -266,6 +309,9 @@ class MmsgSender:
         self._record_size = ctypes.sizeof(_Record)
         assert self._record_size == 32 and _Record.name.offset == 16
         self._record_view = memoryview(self._records).cast("B")
+        # Records as words: iov_base, iov_len, then the sockaddr_in's two halves (send_run).
+        self._record_words = self._record_view.cast("Q")
+        self._payload_bases = {}
         self._pack = struct.Struct("@PN16s").pack_into
         self._headers = (fastpath._MMsgHdr * capacity)()
         records = ctypes.addressof(self._records)
@@ -319,24 +365,54 @@ class MmsgSender:
         for _entry, length, slot, start, _destination, sockaddr in entries:
             pack(view, offset, addresses[slot] + start, length, sockaddr)
             offset += size
-        fd = self._socket.fileno()
+        for index, code in self._transmit(self._socket.fileno(), count):
+            entry, length = entries[index][:2]
+            self._failed.append((entry, length, code))
+        del entries[:]
+
+    def _transmit(self, fd, count):
+        """sendmmsg of the first ``count`` records; a list of (record, errno) that failed.
+
+        The kernel stops at the first copy it cannot send (-1 when that is
+        the first one): it is counted as failed and the call goes on with
+        the next.
+        """
+        failed = []
         start = 0
         while start < count:
             sent = self._sendmmsg(fd, self._headers_address + start * self._stride, count - start, 0)
             if sent > 0:
                 start += sent
                 continue
-            # The kernel stops at the first copy it cannot send (-1 when that
-            # is the first one): count it as failed and go on with the next.
             code = ctypes.get_errno() or errno.EIO
             if code == errno.EINTR:
                 continue
-            entry, length = entries[start][:2]
-            self._failed.append((entry, length, code))
+            failed.append((start, code))
             start += 1
-        del entries[:]
+        return failed
+
+    def send_run(self, target, lengths, start, sockaddr):
+        """Send bytes ``start`` to ``lengths[i]`` of slot i, for every i, to ``sockaddr`` through ``target``.
+
+        One ``sendmmsg`` for the whole run, its records written column by
+        column; a list of (slot, errno) of the copies that failed.  Copies
+        queued with ``add`` are sent first.
+        """
+        self._send()
+        count = len(lengths)
+        words = self._record_words
+        end = 4 * count
+        if start not in self._payload_bases:
+            self._payload_bases[start] = array.array("Q", [address + start for address in self._slot_addresses])
+        words[0:end:4] = self._payload_bases[start][:count]
+        words[1:end:4] = array.array("Q", [length - start for length in lengths])
+        low, high = _SOCKADDR_WORDS.unpack(sockaddr)
+        words[2:end:4] = array.array("Q", [low]) * count
+        words[3:end:4] = array.array("Q", [high]) * count
+        return self._transmit(target.fileno(), count)
 
     def close(self):
+        self._record_words.release()
         self._record_view.release()
         self._slots = ()
         self._slot_addresses = ()

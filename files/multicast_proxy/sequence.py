@@ -46,3 +46,17 @@ class SequenceTracker:
             self.window |= bit
             self.reordered += 1
             self.lost -= 1
+
+    def observe_run(self, first, count):
+        """Observe ``first`` .. ``first + count - 1``, in order (a burst of consecutive numbers)."""
+        highest = self.highest
+        if highest is not None and (first >> 32) == (highest >> 32) and first <= highest:
+            # Some of the run may be late or repeated: each number decides for itself.
+            for seq in range(first, first + count):
+                self.observe(seq)
+            return
+        self.observe(first)
+        if count > 1:
+            # Each further number is the highest plus one: no loss, one more bit in the window.
+            self.window = ((self.window << (count - 1)) | ((1 << (count - 1)) - 1)) & _WINDOW_MASK
+            self.highest = first + count - 1

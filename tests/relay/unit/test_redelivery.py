@@ -241,19 +241,28 @@ def test_the_first_frame_takes_the_short_path_and_is_counted_once(tmp_path, sock
     relay, entry = client_with_one_entry(tmp_path, port, destination.getsockname()[1], sockets(), use_mmsg)
     batches = []
     deliver_received = relay._deliver_received
+    deliver_run = relay._deliver_run
 
     def recording(listen_port, count):
-        batches.append(count)
+        batches.append(("general", count))
         deliver_received(listen_port, count)
+
+    def recording_run(listen_port, count):
+        taken = deliver_run(listen_port, count)
+        if taken:
+            batches.append(("run", count))
+        return taken
     relay._deliver_received = recording
+    relay._deliver_run = recording_run
     feeder = sockets()
     base = 7 << 32
     for sequence in (base + 1, base + 2, base + 3):
         feeder.sendto(frame.encode("127.0.0.1", destination.getsockname()[1], "10.0.0.9", 1, sequence,
                                    b"payload%d" % (sequence - base)), ("127.0.0.1", port))
     relay._deliver(port, listener)
-    # The first frame never reached the general path; the two behind it came as one batch.
-    assert batches == [2]
+    # The first frame never reached the batch paths; the two behind it came as one batch,
+    # taken as a run where the receiver can check one (recvmmsg).
+    assert batches == [("run" if use_mmsg else "general", 2)]
     assert [destination.recv(64) for _ in range(3)] == [b"payload1", b"payload2", b"payload3"]
     assert (entry.rx_packets, entry.rx_bytes, entry.delivered_packets, entry.delivered_bytes) == (3, 24, 3, 24)
     assert (entry.tracker.highest, entry.tracker.lost, entry.tracker.duplicates) == (base + 3, 0, 0)
@@ -297,3 +306,132 @@ def test_frames_that_are_not_the_common_case_take_the_general_path(tmp_path, soc
     assert (entry.rx_packets, entry.delivered_packets) == (1, 1)
     assert (relay.drops["bad_version"], relay.drops["unknown_group"]) == (1, 1)
     relay.close_data_sockets()
+
+
+def queue_frames(feeder, port, frames):
+    """Send each (group port, sequence, payload) as a v1 frame for group 127.0.0.1 to the listener."""
+    from multicast_proxy import frame
+
+    for group_port, sequence, payload in frames:
+        feeder.sendto(frame.encode("127.0.0.1", group_port, "10.0.0.9", 1, sequence, payload), ("127.0.0.1", port))
+
+
+def test_a_uniform_burst_is_recognised_column_by_column(sockets):
+    from multicast_proxy import frame
+
+    receiver, sender = redelivery.batch_io()
+    listener = sockets()
+    port = listener.getsockname()[1]
+    feeder = sockets()
+    base = (9 << 32) + 100
+    try:
+        queue_frames(feeder, port, [(5000, base + i, b"p" * i) for i in range(5)])
+        assert receiver.receive(listener) == 5
+        assert receiver.uniform_run(5) == (redelivery.address_key("127.0.0.1"), frame.ip_to_int("127.0.0.1"), 5000,
+                                           base)
+        # The counter's low word crossing a byte boundary is still consecutive.
+        queue_frames(feeder, port, [(5000, (9 << 32) + 255 + i, b"q") for i in range(3)])
+        assert receiver.receive(listener) == 3
+        assert receiver.uniform_run(3)[3] == (9 << 32) + 255
+        not_runs = [
+            [(5000, base, b"a"), (5000, base + 2, b"b")],                 # a gap
+            [(5000, base + 1, b"a"), (5000, base, b"b")],                 # out of order
+            [(5000, base, b"a"), (5001, base + 1, b"b")],                 # another group port
+            [(5000, base, b"a"), (5000, base + 1 + (1 << 32), b"b")],     # another server run
+            [(5000, base, b"a"), (5000, base + 2, b"b"), (5000, base + 2, b"c")],  # ends fit, middle does not
+        ]
+        for frames in not_runs:
+            queue_frames(feeder, port, frames)
+            assert receiver.receive(listener) == len(frames)
+            assert receiver.uniform_run(len(frames)) is None, frames
+        other = sockets("127.0.0.2")
+        feeder.sendto(frame.encode("127.0.0.1", 5000, "10.0.0.9", 1, 1, b"a"), ("127.0.0.1", port))
+        other.sendto(frame.encode("127.0.0.1", 5000, "10.0.0.9", 1, 2, b"b"), ("127.0.0.1", port))
+        assert receiver.receive(listener) == 2
+        assert receiver.uniform_run(2) is None          # another sender
+        feeder.sendto(frame.encode("127.0.0.1", 5000, "10.0.0.9", 1, 1, b"a"), ("127.0.0.1", port))
+        feeder.sendto(frame.encode("127.0.0.1", 5000, "10.0.0.9", 1, 2, b"b", tag=b"t" * frame.TAG_LEN),
+                      ("127.0.0.1", port))
+        assert receiver.receive(listener) == 2
+        assert receiver.uniform_run(2) is None          # a tagged frame
+        feeder.sendto(frame.encode("127.0.0.1", 5000, "10.0.0.9", 1, 1, b"a"), ("127.0.0.1", port))
+        feeder.sendto(b"MC\x01", ("127.0.0.1", port))
+        assert receiver.receive(listener) == 2
+        assert receiver.uniform_run(2) is None          # too short for a header
+        feeder.sendto(frame.encode("127.0.0.1", 5000, "10.0.0.9", 1, 1, b"a"), ("127.0.0.1", port))
+        assert receiver.receive(listener) == 1
+        assert receiver.uniform_run(1) is None          # one frame is no run
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_a_run_is_delivered_whole_with_its_counters(tmp_path, sockets):
+    listener = sockets()
+    port = listener.getsockname()[1]
+    destination = sockets()
+    group_port = destination.getsockname()[1]
+    relay, entry = client_with_one_entry(tmp_path, port, group_port, sockets())
+    base = 3 << 32
+    payloads = [b"frame %02d " % i + b"x" * (i * 31) for i in range(40)]
+    queue_frames(sockets(), port, [(group_port, base + 1 + i, data) for i, data in enumerate(payloads)])
+    general = []
+    relay._deliver_received = lambda listen_port, count: general.append(count)
+    relay._deliver(port, listener)
+    assert general == []
+    assert [destination.recv(2048) for _ in payloads] == payloads
+    size = sum(map(len, payloads))
+    assert (entry.rx_packets, entry.rx_bytes, entry.delivered_packets, entry.delivered_bytes) == (40, size, 40, size)
+    assert (entry.tracker.highest, entry.tracker.lost, entry.tracker.duplicates) == (base + 40, 0, 0)
+    relay.close_data_sockets()
+
+
+def test_copies_of_a_run_the_kernel_refuses_are_taken_back(tmp_path, sockets):
+    import errno as errors
+
+    listener = sockets()
+    port = listener.getsockname()[1]
+    destination = sockets()
+    group_port = destination.getsockname()[1]
+    relay, entry = client_with_one_entry(tmp_path, port, group_port, sockets())
+    send_run = relay.sender.send_run
+
+    def third_refused(target, lengths, start, sockaddr):
+        return [item for item in send_run(target, lengths, start, sockaddr) if item[0] != 2] + [(2, errors.EPERM)]
+    relay.sender.send_run = third_refused
+    payloads = [b"aa", b"bbb", b"cccc", b"ddddd"]
+    queue_frames(sockets(), port, [(group_port, 10 + i, data) for i, data in enumerate(payloads)])
+    relay._deliver(port, listener)
+    # Frame 0 went alone; frames 1-3 were one run, and its third copy (frame 3) was refused.
+    assert (entry.rx_packets, entry.rx_bytes) == (4, 14)
+    assert (entry.delivered_packets, entry.delivered_bytes) == (3, 9)
+    assert relay.drops["deliver_error"] == 1
+    relay.close_data_sockets()
+
+
+def test_a_run_is_sent_with_one_call_and_failures_name_their_slot(sockets):
+    import ctypes
+    import errno as errors
+
+    receiver, sender = redelivery.batch_io()
+    calls = []
+    results = [(2, 0), (-1, errors.EAGAIN), (1, 0)]
+
+    def scripted(fd, headers, count, flags):
+        calls.append(count)
+        result, code = results.pop(0)
+        ctypes.set_errno(code)
+        return result
+    sender._sendmmsg = scripted
+    try:
+        target = sockets()
+        failed = sender.send_run(target, [30, 40, 50, 60], 28, redelivery.sockaddr_in("127.0.0.1", 9))
+        assert failed == [(2, errors.EAGAIN)]
+        assert calls == [4, 2, 1]
+        # The records point at each slot's payload, with each frame's payload length.
+        words = sender._record_words
+        assert [words[4 * i + 1] for i in range(4)] == [2, 12, 22, 32]
+        assert [words[4 * i] - receiver.addresses[i] for i in range(4)] == [28] * 4
+    finally:
+        sender.close()
+        receiver.close()

@@ -16,35 +16,6 @@ from multicast_proxy import capture, config, daemon, fastpath, server
 MEMBERS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 
 
-@pytest.fixture
-def receivers():
-    """One bound socket per member address, all on the same (free) port."""
-    socks = []
-    try:
-        first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        socks.append(first)
-        first.bind((MEMBERS[0], 0))
-        port = first.getsockname()[1]
-        for ip in MEMBERS[1:]:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            socks.append(sock)
-            sock.bind((ip, port))
-        for sock in socks:
-            sock.settimeout(2)
-        yield port, socks
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-@pytest.fixture
-def sender():
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setblocking(False)
-    yield sock
-    sock.close()
-
-
 def fan_outs(sock, buffer):
     yield fastpath.fan_out(sock, buffer)
     yield fastpath.fan_out(sock, buffer, use_sendmmsg=False)
@@ -57,10 +28,10 @@ def test_sendmmsg_is_used_where_libc_has_it(sender):
 
 @pytest.mark.parametrize("use_sendmmsg", [True, False])
 def test_every_member_gets_the_current_buffer_prefix(receivers, sender, use_sendmmsg):
-    port, socks = receivers
+    ips, port, socks = receivers
     buffer = bytearray(2048)
     fan_out = fastpath.fan_out(sender, buffer, use_sendmmsg)
-    members = fan_out.member_set(MEMBERS, port)
+    members = fan_out.member_set(ips, port)
     for payload in (b"first datagram", b"x" * 1400, b"3"):
         buffer[:len(payload)] = payload
         assert fan_out.send(members, len(payload)) in ((), [])
@@ -118,13 +89,13 @@ def test_interrupted_call_is_retried_not_counted(sender):
 
 
 def test_one_member_is_sent_to_with_sendto_not_sendmmsg(sender, receivers):
-    port, socks = receivers
+    ips, port, socks = receivers
     fan_out, fake = scripted_fan_out(sender, [])
     fan_out.buffer[:5] = b"frame"
-    assert fan_out.send(fan_out.member_set(MEMBERS[:1], port), 5) == ()
+    assert fan_out.send(fan_out.member_set(ips[:1], port), 5) == ()
     assert socks[0].recv(64) == b"frame"
     # Port 0 is refused by the kernel: the failure is reported for member 0.
-    assert fan_out.send(fan_out.member_set(MEMBERS[:1], 0), 5) == [(0, errno.EINVAL)]
+    assert fan_out.send(fan_out.member_set(ips[:1], 0), 5) == [(0, errno.EINVAL)]
     assert fake.calls == []
     fan_out.close()
 

@@ -16,38 +16,9 @@ import pytest
 
 from multicast_proxy import auth, config, daemon, fastpath, frame, server
 
-MEMBERS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+from test_daemon import free_udp_port
+
 SECRET = bytes(range(32))
-
-
-def free_udp_port():
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
-@pytest.fixture
-def members():
-    """One socket per member address, all on one free port, with room for a long burst."""
-    socks = []
-    try:
-        first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        socks.append(first)
-        first.bind((MEMBERS[0], 0))
-        port = first.getsockname()[1]
-        for ip in MEMBERS[1:]:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            socks.append(sock)
-            sock.bind((ip, port))
-        for sock in socks:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            sock.settimeout(2)
-        yield port, socks
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 @pytest.fixture
@@ -91,10 +62,10 @@ def read_frames(sock, count):
     return [frame.decode(sock.recv(70000)) for _frame in range(count)]
 
 
-def test_a_burst_reaches_every_member_in_order_with_consecutive_sequence_numbers(relay, members):
+def test_a_burst_reaches_every_member_in_order_with_consecutive_sequence_numbers(relay, receivers):
     instance, start, sender = relay
-    port, socks = members
-    group, group_port = start(MEMBERS, port)
+    members, port, socks = receivers
+    group, group_port = start(members, port)
     assert instance.receiver is not None
     sender.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x28)
     payloads = [b"burst %03d " % index + b"x" * (index * 7) for index in range(40)]
@@ -110,13 +81,13 @@ def test_a_burst_reaches_every_member_in_order_with_consecutive_sequence_numbers
             assert (decoded.src_ip, decoded.src_port) == sender.getsockname()
             assert (decoded.tos, decoded.proto, decoded.flags, decoded.tag) == (0x28, 17, 0, None)
     assert (group.rx_packets, group.rx_bytes) == (len(payloads), sum(map(len, payloads)))
-    assert [m["tx_packets"] for m in group.as_dict()["members"]] == [len(payloads)] * len(MEMBERS)
+    assert [m["tx_packets"] for m in group.as_dict()["members"]] == [len(payloads)] * len(members)
 
 
-def test_one_call_serves_the_first_datagram_and_one_burst_then_yields(relay, members):
+def test_one_call_serves_the_first_datagram_and_one_burst_then_yields(relay, receivers):
     instance, start, sender = relay
-    port, socks = members
-    group, group_port = start(MEMBERS[:1], port)
+    members, port, socks = receivers
+    group, group_port = start(members[:1], port)
     total = server.BATCH + 30
     queue(sender, group, group_port, [struct.pack("!I", index) for index in range(total)])
     reader = instance._make_reader(group)
@@ -129,10 +100,10 @@ def test_one_call_serves_the_first_datagram_and_one_burst_then_yields(relay, mem
     assert received == list(range(total))
 
 
-def test_loop_guard_and_oversize_drop_inside_a_burst(relay, members):
+def test_loop_guard_and_oversize_drop_inside_a_burst(relay, receivers):
     instance, start, sender = relay
-    port, socks = members
-    group, group_port = start(MEMBERS[:2], port)
+    members, port, socks = receivers
+    group, group_port = start(members[:2], port)
     local = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         # TTL 0: what a relay client's re-delivery on this host looks like.
@@ -159,10 +130,10 @@ def test_loop_guard_and_oversize_drop_inside_a_burst(relay, members):
     assert group.rx_packets == len(expected)
 
 
-def test_a_burst_is_tagged_when_keys_are_loaded(relay, members):
+def test_a_burst_is_tagged_when_keys_are_loaded(relay, receivers):
     instance, start, sender = relay
-    port, socks = members
-    group, group_port = start(MEMBERS[:2], port)
+    members, port, socks = receivers
+    group, group_port = start(members[:2], port)
     instance.apply_auth({"send_key_id": 3, "keys": {3: SECRET}})
     verifier = auth.Verifier({"send_key_id": 3, "keys": {3: SECRET}})
     fits = b"z" * (frame.MAX_PAYLOAD - frame.TAG_LEN)
@@ -181,10 +152,10 @@ def test_a_burst_is_tagged_when_keys_are_loaded(relay, members):
     assert group.drops["oversize"] == 1
 
 
-def test_members_that_fail_in_a_burst_are_counted_per_datagram(relay, members, monkeypatch):
+def test_members_that_fail_in_a_burst_are_counted_per_datagram(relay, receivers, monkeypatch):
     instance, start, sender = relay
-    port, socks = members
-    group, group_port = start(MEMBERS, port)
+    members, port, socks = receivers
+    group, group_port = start(members, port)
     real = instance.fan_out.send_rows
 
     def second_member_refused(member_set, addresses, lengths):
@@ -196,18 +167,18 @@ def test_members_that_fail_in_a_burst_are_counted_per_datagram(relay, members, m
     instance._make_reader(group)(group.sock)
     # The first datagram went the one-datagram way; the five behind it failed for member 1.
     by_ip = dict((m["member_ip"], m) for m in group.as_dict()["members"])
-    assert by_ip[MEMBERS[1]]["send_errors"] == 5
-    assert by_ip[MEMBERS[1]]["tx_packets"] == 1
-    assert by_ip[MEMBERS[1]]["tx_bytes"] == len(payloads[0])
-    assert by_ip[MEMBERS[1]]["last_error"] == "Operation not permitted"
-    assert by_ip[MEMBERS[0]]["tx_packets"] == by_ip[MEMBERS[2]]["tx_packets"] == 6
+    assert by_ip[members[1]]["send_errors"] == 5
+    assert by_ip[members[1]]["tx_packets"] == 1
+    assert by_ip[members[1]]["tx_bytes"] == len(payloads[0])
+    assert by_ip[members[1]]["last_error"] == "Operation not permitted"
+    assert by_ip[members[0]]["tx_packets"] == by_ip[members[2]]["tx_packets"] == 6
 
 
-def test_without_recvmmsg_the_relay_reads_one_datagram_per_call(relay, members, monkeypatch):
+def test_without_recvmmsg_the_relay_reads_one_datagram_per_call(relay, receivers, monkeypatch):
     monkeypatch.setattr(fastpath, "libc_recvmmsg", lambda: None)
     instance, start, sender = relay
-    port, socks = members
-    group, group_port = start(MEMBERS[:1], port)
+    members, port, socks = receivers
+    group, group_port = start(members[:1], port)
     assert instance.receiver is None
     payloads = [b"%d" % index for index in range(20)]
     queue(sender, group, group_port, payloads)
@@ -258,14 +229,6 @@ def scripted(sender, results, member_count):
     return fan_out, fake, fan_out.member_set(ips, 5000)
 
 
-@pytest.fixture
-def sender():
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setblocking(False)
-    yield sock
-    sock.close()
-
-
 def test_rows_are_split_at_the_kernels_limit_of_messages_per_call(sender):
     fan_out, fake, targets = scripted(sender, [(900, 0)] * 3 + [(300, 0)], 300)
     assert fan_out.send_rows(targets, [0] * 10, [100] * 10) == []
@@ -285,17 +248,17 @@ def test_a_failed_copy_names_its_row_and_member_and_the_rest_go_on(sender):
     assert fake.calls == [(0, 9), (4, 5), (5, 4)]
 
 
-def test_send_rows_points_every_copy_at_its_member_and_row(sender, members):
-    port, socks = members
+def test_send_rows_points_every_copy_at_its_member_and_row(sender, receivers):
+    members, port, socks = receivers
     fan_out = fastpath.fan_out(sender, bytearray(64))
-    targets = fan_out.member_set(MEMBERS, port)
+    targets = fan_out.member_set(members, port)
     rows = [b"row %d " % index + b"." * index for index in range(5)]
     buffers = [ctypes.create_string_buffer(data, len(data)) for data in rows]
     assert fan_out.send_rows(targets, [ctypes.addressof(b) for b in buffers], [len(data) for data in rows]) == []
     for sock in socks:
         assert [sock.recv(4096) for _row in rows] == rows
     # A member set of one takes the same path.
-    single = fan_out.member_set(MEMBERS[:1], port)
+    single = fan_out.member_set(members[:1], port)
     assert fan_out.send_rows(single, [ctypes.addressof(buffers[0])], [3]) == []
     assert socks[0].recv(4096) == rows[0][:3]
     fan_out.close()

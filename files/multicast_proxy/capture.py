@@ -108,8 +108,7 @@ def relay_captured(daemon, group, sock):
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            drops["receive_error"] += 1
-            daemon.drop_log.drop("receive_error", "group %s: %s" % (group.group_ip, exc))
+            daemon.drop_receive_error(group, exc)
             return
         outgoing = address[2] == PACKET_OUTGOING
         if only_outgoing and not outgoing:

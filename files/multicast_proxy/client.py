@@ -319,9 +319,7 @@ class ClientDaemon(Daemon):
         entry.rx_bytes += length
         entry.tracker.observe(seq)
         if code:
-            self.drops["deliver_error"] += 1
-            self.drop_log.drop("deliver_error", "group %s:%d: %s" % (
-                entry.group_ip, entry.group_port, fastpath.error_message(code)))
+            self._drop_undelivered(entry, fastpath.error_message(code))
         else:
             entry.delivered_packets += 1
             entry.delivered_bytes += length
@@ -354,9 +352,7 @@ class ClientDaemon(Daemon):
         entry.delivered_bytes += payload_bytes
         for index, code in failed:
             entry.delivered_bytes -= lengths[index] - frame.HEADER_LEN
-            self.drops["deliver_error"] += 1
-            self.drop_log.drop("deliver_error", "group %s:%d: %s" % (
-                entry.group_ip, entry.group_port, fastpath.error_message(code)))
+            self._drop_undelivered(entry, fastpath.error_message(code))
         return True
 
     def _deliver_received(self, port, count):
@@ -416,9 +412,7 @@ class ClientDaemon(Daemon):
                 entry.tracker.observe(seq)
                 targets = entry.targets
                 if not targets:
-                    drops["deliver_error"] += 1
-                    self.drop_log.drop("deliver_error", "group %s:%d: no usable delivery interface (%s)" % (
-                        entry.group_ip, entry.group_port, ", ".join(entry.interfaces)))
+                    self._drop_undelivered(entry, "no usable delivery interface (%s)" % ", ".join(entry.interfaces))
                     continue
                 if entry.raw:
                     self._deliver_raw(entry, view[start:end], proto, tos, src_addr, src_port, group_addr, group_port)
@@ -438,9 +432,12 @@ class ClientDaemon(Daemon):
             for entry, length, code in self.sender.flush():
                 entry.delivered_packets -= 1
                 entry.delivered_bytes -= length
-                drops["deliver_error"] += 1
-                self.drop_log.drop("deliver_error", "group %s:%d: %s" % (
-                    entry.group_ip, entry.group_port, fastpath.error_message(code)))
+                self._drop_undelivered(entry, fastpath.error_message(code))
+
+    def _drop_undelivered(self, entry, reason):
+        """Count and log a copy for ``entry`` that could not be re-delivered, and why."""
+        self.drops["deliver_error"] += 1
+        self.drop_log.drop("deliver_error", "group %s:%d: %s" % (entry.group_ip, entry.group_port, reason))
 
     def _deliver_raw(self, entry, payload, proto, tos, src_addr, src_port, group_addr, group_port):
         """Re-deliver one payload with its original source through every raw target of ``entry``."""
@@ -449,9 +446,7 @@ class ClientDaemon(Daemon):
                 try:
                     target.send(proto, tos, src_addr, src_port, group_addr, group_port, payload)
                 except (OSError, ValueError) as exc:
-                    self.drops["deliver_error"] += 1
-                    self.drop_log.drop("deliver_error", "group %s:%d: %s" % (
-                        entry.group_ip, entry.group_port, getattr(exc, "strerror", None) or exc))
+                    self._drop_undelivered(entry, getattr(exc, "strerror", None) or exc)
                 else:
                     entry.delivered_packets += 1
                     entry.delivered_bytes += len(payload)

@@ -200,6 +200,29 @@ def _sockaddr_pointers(sockaddrs, count):
     return array.array(_POINTER_CODE, range(first, first + 16 * count, 16))
 
 
+def finish_sendmmsg(sendmmsg, fd, headers_address, stride, count, sent):
+    """Carry on after a ``sendmmsg`` of ``count`` messages that returned ``sent``; the (message, errno) that failed.
+
+    The kernel stops at the first message it cannot send and returns how
+    many went out (or -1 when the first one failed): that message's error
+    is reported and the calls go on with the next one.  An interrupted call
+    is repeated, not counted.
+    """
+    failed = []
+    start = 0
+    while True:
+        if sent > 0:
+            start += sent
+        else:
+            code = ctypes.get_errno() or errno.EIO
+            if code != errno.EINTR:
+                failed.append((start, code))
+                start += 1
+        if start >= count:
+            return failed
+        sent = sendmmsg(fd, headers_address + start * stride, count - start, 0)
+
+
 class SendmmsgFanOut(_FanOutBase):
     """One ``sendmmsg`` per datagram, or per burst of datagrams (``send_rows``).
 
@@ -280,34 +303,7 @@ class SendmmsgFanOut(_FanOutBase):
         sent = self._sendmmsg(self._fd, member_set.headers_address, count, 0)
         if sent == count:
             return ()
-        failed = []
-        for index, code in self._finish(member_set.headers_address, count, sent):
-            failed.append((index, code))
-        return failed
-
-    def _finish(self, headers_address, count, sent):
-        """Go on after a call that sent ``sent`` of ``count`` entries; yield (entry, errno) that failed.
-
-        The kernel stops at the first entry it cannot send and returns how
-        many went out (or -1 when the first one failed): that entry's error
-        is reported and the calls carry on with the next one.
-        """
-        start = 0
-        while True:
-            if sent > 0:
-                start += sent
-            else:
-                code = ctypes.get_errno() or errno.EIO
-                if code != errno.EINTR:
-                    yield start, code
-                    start += 1
-            if start >= count:
-                return
-            sent = self._sendmmsg(self._fd, headers_address + start * self._stride, count - start, 0)
-
-    def rows_per_call(self, member_count):
-        """How many rows one call carries to ``member_count`` members."""
-        return max(1, min(self._rows, MAX_MESSAGES // member_count)) if member_count else self._rows
+        return finish_sendmmsg(self._sendmmsg, self._fd, member_set.headers_address, self._stride, count, sent)
 
     def send_rows(self, member_set, addresses, lengths):
         """Send ``lengths[i]`` bytes at memory address ``addresses[i]`` (row i) to every member.
@@ -319,7 +315,7 @@ class SendmmsgFanOut(_FanOutBase):
         rows = len(addresses)
         if not count or not rows:
             return []
-        per_call = self.rows_per_call(count)
+        per_call = max(1, min(self._rows, MAX_MESSAGES // count))
         name_run = member_set.name_run
         if name_run is None:
             name_run = member_set.name_run = memoryview(
@@ -346,7 +342,8 @@ class SendmmsgFanOut(_FanOutBase):
             words[self._iov_word:end:step] = iov_run[:entries]
             sent = self._sendmmsg(self._fd, self._scratch_address, entries, 0)
             if sent != entries:
-                for entry, code in self._finish(self._scratch_address, entries, sent):
+                for entry, code in finish_sendmmsg(self._sendmmsg, self._fd, self._scratch_address, self._stride,
+                                                   entries, sent):
                     failed.append((done + entry // count, entry % count, code))
             done += batch
         return failed
@@ -450,7 +447,7 @@ class BurstReceiver:
         """
         lengths = self._lengths[:count].tolist()
         flags = self._flags[:count].tolist()
-        if (self._control_lengths[:count].tolist() == self._control_lengths_full[:count].tolist()
+        if (self._control_lengths[:count].tolist().count(self._control_size) == count
                 and self._ttl_types[:count].tolist().count(IP_TTL) == count
                 and self._tos_types[:count].tolist().count(IP_TOS) == count):
             return lengths, flags, self._ttls[:count].tolist(), self._toss[:count].tolist()

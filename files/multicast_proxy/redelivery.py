@@ -371,25 +371,11 @@ class MmsgSender:
         del entries[:]
 
     def _transmit(self, fd, count):
-        """sendmmsg of the first ``count`` records; a list of (record, errno) that failed.
-
-        The kernel stops at the first copy it cannot send (-1 when that is
-        the first one): it is counted as failed and the call goes on with
-        the next.
-        """
-        failed = []
-        start = 0
-        while start < count:
-            sent = self._sendmmsg(fd, self._headers_address + start * self._stride, count - start, 0)
-            if sent > 0:
-                start += sent
-                continue
-            code = ctypes.get_errno() or errno.EIO
-            if code == errno.EINTR:
-                continue
-            failed.append((start, code))
-            start += 1
-        return failed
+        """sendmmsg of the first ``count`` records; a list of (record, errno) that failed."""
+        sent = self._sendmmsg(fd, self._headers_address, count, 0)
+        if sent == count:
+            return []
+        return fastpath.finish_sendmmsg(self._sendmmsg, fd, self._headers_address, self._stride, count, sent)
 
     def send_run(self, target, lengths, start, sockaddr):
         """Send bytes ``start`` to ``lengths[i]`` of slot i, for every i, to ``sockaddr`` through ``target``.

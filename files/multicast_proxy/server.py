@@ -363,8 +363,7 @@ class ServerDaemon(Daemon):
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError as exc:
-                group.drops["receive_error"] += 1
-                self.drop_log.drop("receive_error", "group %s: %s" % (group.group_ip, exc))
+                self.drop_receive_error(group, exc)
                 return False
             ttl = -1
             tos = 0
@@ -380,9 +379,7 @@ class ServerDaemon(Daemon):
                 group.drops["loop"] += 1
                 continue
             if msg_flags & MSG_TRUNC or nbytes > max_payload:
-                group.drops["oversize"] += 1
-                self.drop_log.drop("oversize", "group %s: datagram from %s:%d larger than %d bytes"
-                                   % (group.group_ip, source[0], source[1], max_payload))
+                self._drop_too_large(group, source[0], source[1])
                 continue
             src_addr = src_cache.get(source[0])
             if src_addr is None:
@@ -411,17 +408,16 @@ class ServerDaemon(Daemon):
         try:
             count = receiver.receive(sock)
         except OSError as exc:
-            group.drops["receive_error"] += 1
-            self.drop_log.drop("receive_error", "group %s: %s" % (group.group_ip, exc))
+            self.drop_receive_error(group, exc)
             return
         if not count:
             return
         lengths, flags, ttls, toss = receiver.burst(count)
         signer = self.signer
         if signer is None:
-            limit, tag_flags, key_id = frame.MAX_PAYLOAD, 0, 0
+            tag_flags, key_id = 0, 0
         else:
-            limit, tag_flags, key_id = frame.MAX_PAYLOAD - frame.TAG_LEN, frame.FLAG_TAG, signer.key_id
+            tag_flags, key_id = frame.FLAG_TAG, signer.key_id
         whole = receiver.whole
         slot_size = receiver.slot_size
         slot_addresses = receiver.addresses
@@ -438,10 +434,13 @@ class ServerDaemon(Daemon):
                 # A relay client's re-delivery on this host: see _relay.
                 group.drops["loop"] += 1
                 continue
-            if flags[index] & MSG_TRUNC or nbytes > limit:
-                self._drop_oversize(group, nbytes, flags[index] & MSG_TRUNC, source(index))
-                continue
             src_port, src_addr = source(index)
+            if flags[index] & MSG_TRUNC or nbytes > frame.MAX_PAYLOAD:
+                self._drop_too_large(group, frame.int_to_ip(src_addr), src_port)
+                continue
+            if signer is not None and nbytes > frame.MAX_PAYLOAD - frame.TAG_LEN:
+                self._drop_no_tag_room(group, nbytes)
+                continue
             seq += 1
             _pack_header(whole, index * slot_size, frame.MAGIC, frame.VERSION, tag_flags, frame.HEADER_LEN,
                          frame.PROTO_UDP, toss[index], key_id, group_addr, group_port, src_addr, src_port, seq)
@@ -457,30 +456,30 @@ class ServerDaemon(Daemon):
         group.rx_packets += len(sizes)
         group.rx_bytes += sum(sizes)
         for row, index, code in self.fan_out.send_rows(group.targets, addresses, frame_lengths):
-            message = fastpath.error_message(code)
-            ip = group.member_failed(index, sizes[row], message)
-            self.drop_log.drop("send_error", "member %s: %s" % (ip, message))
+            self._member_failed(group, index, sizes[row], code)
 
-    def _drop_oversize(self, group, nbytes, truncated, source):
-        """Count a datagram from ``source`` (port, address as an integer) too big to relay.
+    def drop_receive_error(self, group, exc):
+        """Count and log a failed receive on ``group``'s socket (also capture mode's)."""
+        group.drops["receive_error"] += 1
+        self.drop_log.drop("receive_error", "group %s: %s" % (group.group_ip, exc))
 
-        The messages are those of the one-datagram path (``_relay``, ``send_frame``).
-        """
+    def _drop_too_large(self, group, src_ip, src_port):
+        """Count a datagram too big for a frame (or truncated by the receive)."""
         group.drops["oversize"] += 1
-        if truncated or nbytes > frame.MAX_PAYLOAD:
-            self.drop_log.drop("oversize", "group %s: datagram from %s:%d larger than %d bytes"
-                               % (group.group_ip, frame.int_to_ip(source[1]), source[0], frame.MAX_PAYLOAD))
-        else:
-            self.drop_log.drop("oversize", "group %s: datagram of %d bytes leaves no room for the %d-byte tag"
-                               % (group.group_ip, nbytes, frame.TAG_LEN))
+        self.drop_log.drop("oversize", "group %s: datagram from %s:%d larger than %d bytes"
+                           % (group.group_ip, src_ip, src_port, frame.MAX_PAYLOAD))
+
+    def _drop_no_tag_room(self, group, nbytes):
+        """Count a datagram of ``nbytes`` that fits a frame but not with the auth tag."""
+        group.drops["oversize"] += 1
+        self.drop_log.drop("oversize", "group %s: datagram of %d bytes leaves no room for the %d-byte tag"
+                           % (group.group_ip, nbytes, frame.TAG_LEN))
 
     def send_frame(self, group, nbytes, src_addr, src_port, tos, group_port, proto):
         """Count the datagram whose payload is in payload_view[:nbytes] and send one frame to every member."""
         signer = self.signer
         if signer is not None and nbytes > frame.MAX_PAYLOAD - frame.TAG_LEN:
-            group.drops["oversize"] += 1
-            self.drop_log.drop("oversize", "group %s: datagram of %d bytes leaves no room for the %d-byte tag"
-                               % (group.group_ip, nbytes, frame.TAG_LEN))
+            self._drop_no_tag_room(group, nbytes)
             return
         group.rx_packets += 1
         group.rx_bytes += nbytes
@@ -500,9 +499,13 @@ class ServerDaemon(Daemon):
     def _count_failures(self, group, failed, nbytes):
         """Count and log the (member index, errno) pairs a fan-out of ``nbytes`` reported."""
         for index, code in failed:
-            message = fastpath.error_message(code)
-            ip = group.member_failed(index, nbytes, message)
-            self.drop_log.drop("send_error", "member %s: %s" % (ip, message))
+            self._member_failed(group, index, nbytes, code)
+
+    def _member_failed(self, group, index, nbytes, code):
+        """Count and log a datagram of ``nbytes`` that member ``index`` of ``group`` did not get (errno ``code``)."""
+        message = fastpath.error_message(code)
+        ip = group.member_failed(index, nbytes, message)
+        self.drop_log.drop("send_error", "member %s: %s" % (ip, message))
 
     def stats(self):
         return {"side": "server", "started": int(self.started),

@@ -181,6 +181,10 @@ class ServerDaemon(Daemon):
         super(ServerDaemon, self).__init__(directory)
         self.groups = {}  # group_ip -> Group
         self.seq_base = frame.sequence_base(self.started)
+        # group_ip -> last sequence number of a group this run removed: a group
+        # added again continues from there, so clients with keys, whose replay
+        # window still holds the old numbers, do not refuse it as a replay.
+        self.retired_seq = {}
         self.buffer = bytearray(frame.HEADER_LEN + frame.MAX_PAYLOAD)
         self.view = memoryview(self.buffer)
         self.payload_view = self.view[frame.HEADER_LEN:]
@@ -228,6 +232,7 @@ class ServerDaemon(Daemon):
             wanted[entry["group_ip"]] = entry
         for group_ip in list(self.groups):
             if group_ip not in wanted:
+                self.retired_seq[group_ip] = self.groups[group_ip].seq
                 self._remove_group(group_ip)
                 changes["removed"].append(group_ip)
         try:
@@ -250,7 +255,8 @@ class ServerDaemon(Daemon):
                 if current.set_members(entry["member_array"], entry["server_port"], self.fan_out):
                     changes["updated"].append(group_ip)
                 continue
-            group = Group(group_ip, entry["group_port"], interface, self.seq_base, mode)
+            group = Group(group_ip, entry["group_port"], interface,
+                          max(self.seq_base, self.retired_seq.pop(group_ip, 0)), mode)
             if current is not None:
                 # Counters and sequence survive a rejoin, so -P stays meaningful.
                 group.rx_packets, group.rx_bytes, group.seq = current.rx_packets, current.rx_bytes, current.seq

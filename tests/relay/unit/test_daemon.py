@@ -237,6 +237,34 @@ def test_server_frames_carry_group_source_tos_and_sequence(tmp_path, relays):
     sender.close()
 
 
+def test_a_group_removed_and_added_again_continues_its_sequence(tmp_path, relays):
+    """Issue 14.4: a re-added group must not restart at the run's base, or
+    clients with keys refuse its frames as replays until the numbers catch up."""
+    from multicast_proxy import frame
+    group, group_port = random_group(), free_udp_port()
+    member = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    member.bind(("127.0.0.1", 0))
+    member.settimeout(5)
+    write_server(tmp_path, group, group_port, member.getsockname()[1], ["127.0.0.1"])
+    server = relays(tmp_path, "server")
+    server.wait_ready()
+    sender = lo_sender()
+    sender.bind(("127.0.0.1", 0))
+    for payload in (b"one", b"two", b"three"):
+        sender.sendto(payload, (group, group_port))
+    before = [frame.decode(member.recv(70000)).seq for _frame in range(3)]
+    (tmp_path / config.SERVER_CONFIG_NAME).write_text(json.dumps({"multi_group_array": []}))
+    assert server.request("reload")["changes"]["removed"] == [group]
+    write_server(tmp_path, group, group_port, member.getsockname()[1], ["127.0.0.1"])
+    assert server.request("reload")["changes"]["added"] == [group]
+    sender.sendto(b"again", (group, group_port))
+    after = frame.decode(member.recv(70000))
+    assert after.payload == b"again"
+    assert after.seq == before[-1] + 1
+    member.close()
+    sender.close()
+
+
 def test_client_drops_frames_by_reason(tmp_path, relays):
     server_port = free_udp_port()
     group = random_group()

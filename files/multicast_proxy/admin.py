@@ -48,12 +48,12 @@ def read_config_file(side, directory):
     """The current config of ``side``; a missing file is an empty config."""
     path = daemon.side_path(side, "config", directory)
     try:
-        with open(path) as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        text = ""
+        text = config.read_config_text(path)
     except OSError as exc:
         raise CommandFailed(EXIT_FAILURE, "cannot read %s: %s" % (path, exc.strerror))
+    except config.ConfigError as exc:
+        raise CommandFailed(EXIT_USAGE, "%s\nFix the file (or restore it), then run the command again; "
+                                        "nothing was changed." % exc)
     try:
         return _loader(side)(text, path)
     except config.ConfigError as exc:
@@ -331,12 +331,12 @@ def write_client_stats(entries, drops, listen_errors, out):
 def run_check_config(action, out):
     side = _side(action.program)
     try:
-        with open(action.file) as handle:
-            text = handle.read()
+        with open(action.file, "rb") as handle:
+            data = handle.read(config.MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise CommandFailed(EXIT_USAGE, "cannot read %s: %s" % (action.file, exc.strerror))
     try:
-        cfg = _loader(side)(text, action.file)
+        cfg = _loader(side)(data, action.file)
     except config.ConfigError as exc:
         raise CommandFailed(EXIT_USAGE, str(exc))
     if side == "server":

@@ -205,12 +205,7 @@ class Daemon:
 
     # -- lifecycle ----------------------------------------------------------
     def read_config(self):
-        try:
-            with open(self.config_path) as handle:
-                text = handle.read()
-        except FileNotFoundError:
-            text = ""
-        return self.load_config_text(text)
+        return self.load_config_text(config.read_config_text(self.config_path))
 
     def read_auth_keys(self):
         """The validated key file, or None without one; raises config.ConfigError (which never holds a secret)."""

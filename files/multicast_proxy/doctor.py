@@ -8,6 +8,7 @@ the control socket, the firewall ruleset and the port probes.
 """
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -20,12 +21,9 @@ _FIREWALL_COMMANDS = (("nft", ["nft", "-j", "list", "ruleset"], "nft-json"),
 
 def _read_config(side, conf_dir):
     path = daemon.side_path(side, "config", conf_dir)
-    try:
-        with open(path) as handle:
-            text = handle.read()
-    except FileNotFoundError:
+    if not os.path.exists(path):
         return None
-    return _LOADERS[side](text, path)
+    return _LOADERS[side](config.read_config_text(path), path)
 
 
 def _daemon_stats(side, conf_dir):
@@ -61,6 +59,9 @@ def gather(side, conf_dir):
         except config.ConfigError as exc:
             inputs[name + "_config"] = None
             inputs["config_errors"][name] = str(exc)
+        except OSError as exc:
+            inputs[name + "_config"] = None
+            inputs["config_errors"][name] = "cannot read the config: %s" % (exc.strerror or exc)
         stats, error = _daemon_stats(name, conf_dir)
         inputs[name + "_stats"] = stats
         inputs["services"][name] = {"installed": True, "running": stats is not None, "error": error}

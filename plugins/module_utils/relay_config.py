@@ -28,6 +28,8 @@ CLIENT_CONFIG_NAME = "client_cfg.json.txt"
 MAX_GROUPS = 1024
 MAX_MEMBERS = 1024
 MAX_CLIENT_ENTRIES = 4096
+# 1024 groups of 1024 members take about 25 MiB as written by dump_config.
+MAX_CONFIG_BYTES = 64 << 20
 
 SERVER_TOP_KEY = "multi_group_array"
 CLIENT_TOP_KEY = "multi_server_info_array"
@@ -405,7 +407,42 @@ def _parse_json(text, source):
                           % getattr(exc, "msg", str(exc)))
 
 
+def decode_config_bytes(data, source):
+    """The text of a config file's bytes; ConfigError unless they are UTF-8 and small enough.
+
+    An editor set to a legacy encoding (latin-1 for a comment, say) must get
+    an error that says where and how to fix it, never a traceback.
+    """
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(source, "larger than %d bytes, more than any valid config (%d groups of %d members); "
+                                  "restore the previous file" % (MAX_CONFIG_BYTES, MAX_GROUPS, MAX_MEMBERS))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError("%s: line %d" % (source, line),
+                          "byte 0x%02x at offset %d is not UTF-8; the file must be UTF-8 JSON: re-save it as "
+                          "UTF-8 (for example iconv -f latin1 -t utf-8) or restore the previous file"
+                          % (data[exc.start], exc.start))
+
+
+def read_config_text(path):
+    """The text of the config file at ``path``; "" when there is none.
+
+    Raises ConfigError for bytes that are not a config's (see
+    ``decode_config_bytes``) and OSError when the file cannot be read.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        return ""
+    return decode_config_bytes(data, path)
+
+
 def _load(text, source, validate, empty):
+    if isinstance(text, bytes):
+        text = decode_config_bytes(text, source)
     if not text.strip():
         return empty()
     obj = _parse_json(text, source)

@@ -25,6 +25,7 @@ from ansible_collections.multicast.proxy.plugins.module_utils.relay_config impor
     dump_config,
     load_client_config,
     load_server_config,
+    read_config_text,
 )
 
 # Exit codes of the relay commands (docs/architecture.md).
@@ -67,14 +68,10 @@ def read_config(module, conf_dir, side):
     """Return (text, config) of the side's config file; a missing file is an empty config."""
     path = config_path(conf_dir, side)
     try:
-        with open(path, "r") as config_file:
-            text = config_file.read()
-    except FileNotFoundError:
-        text = ""
+        text = read_config_text(path)
+        return text, SIDES[side]["loader"](text, source=path)
     except (IOError, OSError) as exc:
         module.fail_json(msg="cannot read %s: %s" % (path, to_native(exc)))
-    try:
-        return text, SIDES[side]["loader"](text, source=path)
     except ConfigError as exc:
         module.fail_json(msg="%s; the file on the host is invalid, fix it (or restore a backup) and run again"
                              % to_native(exc))

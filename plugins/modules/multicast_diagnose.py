@@ -152,6 +152,7 @@ relay:
 """
 
 import json
+import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
@@ -167,7 +168,7 @@ from ansible_collections.multicast.proxy.plugins.module_utils.multicast_diag imp
     relay_interfaces,
     server_groups,
 )
-from ansible_collections.multicast.proxy.plugins.module_utils.relay_config import ConfigError
+from ansible_collections.multicast.proxy.plugins.module_utils.relay_config import ConfigError, read_config_text
 from ansible_collections.multicast.proxy.plugins.module_utils.relay_module import (
     RC_DAEMON_NOT_RUNNING,
     RELAY_BIN_DIRS,
@@ -180,13 +181,12 @@ from ansible_collections.multicast.proxy.plugins.module_utils.relay_module impor
 def read_side_config(conf_dir, side):
     """(config or None, ConfigError text or None); a missing file is no config."""
     path = config_path(conf_dir, side)
-    try:
-        with open(path, "r") as config_file:
-            text = config_file.read()
-    except (IOError, OSError):
+    if not os.path.exists(path):
         return None, None
     try:
-        return SIDES[side]["loader"](text, source=path), None
+        return SIDES[side]["loader"](read_config_text(path), source=path), None
+    except (IOError, OSError) as exc:
+        return None, "cannot read %s: %s" % (path, to_native(exc))
     except ConfigError as exc:
         return None, to_native(exc)
 

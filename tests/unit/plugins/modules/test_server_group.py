@@ -215,6 +215,17 @@ def test_invalid_file_on_host_fails_without_rewriting_it(run_module, tmp_path):
     assert open(config_file(tmp_path)).read() == '{"multi_group_aray": []}'
 
 
+def test_file_that_is_not_utf8_fails_with_advice_without_rewriting_it(run_module, tmp_path):
+    latin1 = b'{"multi_group_array": [], "interface": "caf\xe9"}'
+    with open(config_file(tmp_path), "wb") as handle:
+        handle.write(latin1)
+    result, failed = run_module(server_group, {"group_ip": "224.1.2.3", "server_port": 1, "conf_dir": str(tmp_path)})
+    assert failed
+    assert "is not UTF-8" in result["msg"] and "fix it" in result["msg"]
+    with open(config_file(tmp_path), "rb") as handle:
+        assert handle.read() == latin1
+
+
 def test_missing_conf_dir_fails_with_advice(run_module, tmp_path):
     result, failed = run_module(server_group, {"group_ip": "224.1.2.3", "server_port": 1,
                                                "conf_dir": str(tmp_path / "nope")})

@@ -197,7 +197,14 @@ class ClientDaemon(Daemon):
 
     def tick(self):
         self.refresh_delivery(self.cfg)
-        addresses = netinfo.local_addresses()
+        try:
+            addresses = netinfo.local_addresses()
+        except OSError as exc:
+            # Out of descriptors (EMFILE) or an interface that vanished mid-scan:
+            # keep serving on the addresses of the last scan and try again next second.
+            self.drop_log.drop("interface", "cannot list the local addresses, keeping %s: %s"
+                               % (", ".join(sorted(self._local_addresses)) or "none", exc.strerror or exc))
+            return
         if addresses != self._local_addresses:
             self._local_addresses = addresses
             changes = {"ports_opened": [], "ports_closed": [], "errors": []}

@@ -266,7 +266,12 @@ class Daemon:
             self._handle_signals()
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + 1.0
-                self.tick()
+                try:
+                    self.tick()
+                except Exception as exc:  # pylint: disable=broad-except
+                    # Housekeeping must never end a daemon that still relays.
+                    self.drop_log.drop("tick", "housekeeping failed, the relay goes on: %r" % exc)
+                    self.log.debug("housekeeping failure", exc_info=True)
         return 0
 
     def shutdown(self):

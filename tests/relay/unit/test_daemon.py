@@ -4,6 +4,7 @@ Traffic stays on ``lo``: the group is joined on lo, the sender sets
 IP_MULTICAST_IF to 127.0.0.1, members and servers are 127.0.0.1.
 """
 
+import errno
 import json
 import os
 import pathlib
@@ -575,4 +576,49 @@ def test_a_socket_closed_by_an_earlier_callback_of_the_same_round_is_not_served(
     finally:
         first.close()
         second.close()
+        relay.shutdown()
+
+
+def test_client_survives_an_interface_scan_out_of_descriptors(tmp_path, monkeypatch):
+    """Issue 14: EMFILE in the once-a-second scan must not end the client."""
+    from multicast_proxy import netinfo
+    relay = ClientDaemon(str(tmp_path))
+    relay.log = daemon.setup_logging("client", str(tmp_path))
+    relay.drop_log = daemon.DropLog(relay.log)
+    port = free_udp_port()
+    relay.cfg = config.validate_client_config({"multi_server_info_array": [
+        {"server_ip": "127.0.0.1", "server_port": port, "group_ip": random_group(), "group_port": 5000}],
+        "interface": "lo"})
+    try:
+        relay.apply_config(relay.cfg)
+        listeners = dict(relay.listeners)
+
+        def out_of_descriptors():
+            raise OSError(errno.EMFILE, "Too many open files")
+        monkeypatch.setattr(netinfo, "local_addresses", out_of_descriptors)
+        relay.tick()
+        assert relay.listeners == listeners and all(sock.fileno() != -1 for sock in listeners.values())
+        log = (tmp_path / "client_log.txt").read_text()
+        assert "drop interface: cannot list the local addresses" in log and "Too many open files" in log
+    finally:
+        relay.close_data_sockets()
+
+
+def test_a_failing_tick_does_not_end_the_loop(tmp_path):
+    relay = ServerDaemon(str(tmp_path))
+    relay.start()
+    ticks = []
+
+    def tick():
+        ticks.append(1)
+        if len(ticks) == 1:
+            raise RuntimeError("boom")
+        relay.stopping = True
+    relay.tick = tick
+    try:
+        assert relay.run() == 0
+        assert len(ticks) == 2
+        assert "drop tick: housekeeping failed, the relay goes on: RuntimeError('boom')" in \
+            (tmp_path / "server_log.txt").read_text()
+    finally:
         relay.shutdown()

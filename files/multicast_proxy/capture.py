@@ -18,7 +18,7 @@ would need a timed reassembly queue in user space; capture mode is for
 datagrams that fit the interface MTU.
 """
 
-import ctypes
+import errno
 import socket
 import struct
 
@@ -69,6 +69,13 @@ def read_local_addresses():
 
 def attach_filter(sock, program):
     """SO_ATTACH_FILTER with a struct sock_fprog pointing at the program; the kernel copies it."""
+    try:
+        # Imported here: only capture mode needs ctypes, and the relay must run
+        # where it cannot be loaded (no libffi, or an old one that fails with MemoryError).
+        import ctypes
+    except (ImportError, MemoryError):
+        raise OSError(errno.ENOSYS, "capture mode needs Python's ctypes module, which this interpreter cannot "
+                                    "load; install it (libffi) or send this group without capture")
     code = packet.bpf_bytes(program)
     buffer = ctypes.create_string_buffer(code, len(code))
     fprog = struct.pack("@HP", len(program), ctypes.addressof(buffer))

@@ -63,6 +63,8 @@ class ConfigError(ValueError):
 # zeros (some tools read them as octal), nothing before or after.
 _OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _DOTTED_QUAD = re.compile(r"\.".join([_OCTET] * 4))
+# ASCII digits only: str.isdigit() also accepts other scripts' digits, and str.isascii() is 3.7+.
+_DECIMAL = re.compile("[0-9]+")
 
 
 def _ipv4_to_int(text):
@@ -119,7 +121,7 @@ def parse_port(value, what, allow_text=True):
     port = None
     if isinstance(value, int) and not isinstance(value, bool):
         port = value
-    elif allow_text and isinstance(value, str) and value.isdigit() and value.isascii():
+    elif allow_text and isinstance(value, str) and _DECIMAL.fullmatch(value):
         port = int(value)
     if port is None or not 1 <= port <= 65535:
         raise ConfigError(what, "%s is not a port; use an integer from 1 to 65535" % json.dumps(value))

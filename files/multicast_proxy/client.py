@@ -167,9 +167,10 @@ class ClientDaemon(Daemon):
                 self.unwatch(sock)
                 sock.close()
         self.listen_errors = {}
+        group_ports = set(e.group_port for e in self.entries.values())
         for address, port in sorted(wanted - set(self.listeners)):
             try:
-                sock = self._open_listener(address, port)
+                sock = self._open_listener(address, port, port in group_ports)
             except OSError as exc:
                 message = "cannot listen on UDP %s:%d: %s" % (address, port, exc.strerror or exc)
                 self.listen_errors[(address, port)] = message
@@ -182,10 +183,22 @@ class ClientDaemon(Daemon):
         changes["ports_opened"].extend(sorted(ports_after - ports_before))
         changes["ports_closed"].extend(sorted(ports_before - ports_after))
 
-    def _open_listener(self, address, port):
+    @staticmethod
+    def _open_listener(address, port, shared_with_applications):
+        """A relay-port socket that only this daemon's user can share.
+
+        SO_REUSEPORT lets our wildcard and per-address sockets coexist, and the
+        kernel refuses it to a socket of another user, while without
+        SO_REUSEADDR nobody can bind beside us with it: a local user cannot
+        steal the stream.  Only a relay port that is also a group port must
+        admit the applications' SO_REUSEADDR sockets (docs/threat-model.md).
+        """
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if shared_with_applications:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            else:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
             set_buffer(sock, socket.SO_RCVBUF, RECV_BUFFER)
             sock.bind((address, port))

@@ -622,3 +622,58 @@ def test_a_failing_tick_does_not_end_the_loop(tmp_path):
             (tmp_path / "server_log.txt").read_text()
     finally:
         relay.shutdown()
+
+
+STEAL_PORT = """
+import socket, sys
+port, option = int(sys.argv[1]), sys.argv[2]
+results = []
+for address in ("127.0.0.1", "0.0.0.0"):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, getattr(socket, option), 1)
+    try:
+        sock.bind((address, port))
+        results.append("bound")
+    except OSError as exc:
+        results.append(str(exc.errno))
+    sock.close()
+print(" ".join(results))
+"""
+
+
+@pytest.mark.skipif(not nobody_can_run_the_relay(), reason="needs root, runuser and a checkout readable by nobody")
+@pytest.mark.parametrize("option", ["SO_REUSEADDR", "SO_REUSEPORT"])
+def test_another_user_cannot_bind_the_clients_relay_port(tmp_path, option):
+    """Issue 14.3: the client's relay port must not be shareable by a local user."""
+    relay = ClientDaemon(str(tmp_path))
+    relay.log = daemon.setup_logging("client", str(tmp_path))
+    relay.drop_log = daemon.DropLog(relay.log)
+    port = free_udp_port()
+    try:
+        relay.apply_config(config.validate_client_config({"multi_server_info_array": [
+            {"server_ip": "127.0.0.1", "server_port": port, "group_ip": random_group(), "group_port": 5000}],
+            "interface": "lo"}))
+        assert ("0.0.0.0", port) in relay.listeners and ("127.0.0.1", port) in relay.listeners
+        result = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", STEAL_PORT, str(port),
+                                 option], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                                check=False)
+        assert result.stdout.split() == [str(errno.EADDRINUSE)] * 2, result.stderr
+    finally:
+        relay.close_data_sockets()
+
+
+def test_a_relay_port_that_is_a_group_port_still_admits_the_application(tmp_path):
+    relay = ClientDaemon(str(tmp_path))
+    relay.log = daemon.setup_logging("client", str(tmp_path))
+    relay.drop_log = daemon.DropLog(relay.log)
+    port = free_udp_port()
+    try:
+        relay.apply_config(config.validate_client_config({"multi_server_info_array": [
+            {"server_ip": "127.0.0.1", "server_port": port, "group_ip": random_group(), "group_port": port}],
+            "interface": "lo"}))
+        application = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        application.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        application.bind(("0.0.0.0", port))
+        application.close()
+    finally:
+        relay.close_data_sockets()

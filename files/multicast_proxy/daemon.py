@@ -270,7 +270,7 @@ class Daemon:
                     self.tick()
                 except Exception as exc:  # pylint: disable=broad-except
                     # Housekeeping must never end a daemon that still relays.
-                    self.drop_log.drop("tick", "housekeeping failed, the relay goes on: %r" % exc)
+                    self.drop_log.drop("tick", "housekeeping failed, the relay goes on: %s: %s" % (type(exc).__name__, exc))
                     self.log.debug("housekeeping failure", exc_info=True)
         return 0
 

@@ -54,6 +54,7 @@ class Relay:
     def __init__(self, directory, side, notify_socket=None):
         self.directory = directory
         self.side = side
+        self._output = None  # (stdout, stderr) once stopped: a second stop returns them again
         env = dict(os.environ, PYTHONPATH=FILES_DIR, MULTICAST_CONF_DIR=str(directory))
         env.pop("NOTIFY_SOCKET", None)
         if notify_socket:
@@ -72,13 +73,17 @@ class Relay:
 
     def finish(self):
         """Wait for a daemon that is expected to exit by itself."""
-        return self.proc.communicate(timeout=20)
+        self._output = self.proc.communicate(timeout=20)
+        return self._output
 
     def stop(self):
+        if self._output is not None:
+            return self._output
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.communicate(timeout=20)
+            self._output = self.proc.communicate(timeout=20)
+            return self._output
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
@@ -618,7 +623,7 @@ def test_a_failing_tick_does_not_end_the_loop(tmp_path):
     try:
         assert relay.run() == 0
         assert len(ticks) == 2
-        assert "drop tick: housekeeping failed, the relay goes on: RuntimeError('boom')" in \
+        assert "drop tick: housekeeping failed, the relay goes on: RuntimeError: boom" in \
             (tmp_path / "server_log.txt").read_text()
     finally:
         relay.shutdown()

@@ -11,13 +11,13 @@ SHELL := /bin/bash
 RELEASES ?= bookworm
 SCENARIOS ?= default membership vrrp
 
-.PHONY: help demo test bootstrap unit modules netns lint sanity molecule molecule-matrix images clean
+.PHONY: help demo test bootstrap unit pyversions modules netns lint sanity molecule molecule-matrix images clean
 
 help:
 	@echo "make demo             deploy the relay onto a local container fleet and show it carries multicast"
 	@echo "make test             every test suite (unit, modules, netns, lint, sanity, molecule) + summary"
 	@echo "make bootstrap        install Debian packages and the Python tooling (.venv)"
-	@echo "make unit|modules|netns|lint|sanity   one suite"
+	@echo "make unit|pyversions|modules|netns|lint|sanity   one suite (pyversions: relay unit tests on Python 3.6 to 3.13)"
 	@echo "make molecule         molecule scenarios ($(SCENARIOS)) on RELEASES=$(RELEASES)"
 	@echo "make molecule-matrix  the default scenario on bullseye, bookworm and trixie"
 	@echo "make images           build the Debian test images (cached)"
@@ -32,7 +32,7 @@ demo: bootstrap
 test: bootstrap
 	scripts/run-tests.sh
 
-unit modules netns lint sanity: bootstrap
+unit pyversions modules netns lint sanity: bootstrap
 	scripts/run-tests.sh $@
 
 molecule: bootstrap

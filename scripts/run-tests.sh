@@ -3,6 +3,7 @@
 #
 # usage: scripts/run-tests.sh [SUITE...]   (default: every suite, in this order)
 #   unit        relay unit tests (tests/relay/unit)
+#   pyversions  the same on every Python 3.6 to 3.13 under pyenv (scripts/run-pyversions.sh)
 #   modules     module, filter and template unit tests (scripts/run-module-units.sh)
 #   netns       multi-host relay tests in network namespaces (tests/relay/netns, root)
 #   lint        ansible-lint, production profile (scripts/run-lint.sh)
@@ -18,7 +19,7 @@ set -uo pipefail
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo_root"
 export PATH="$repo_root/.venv/bin:$PATH"
-all_suites=(unit modules netns lint sanity molecule)
+all_suites=(unit pyversions modules netns lint sanity molecule)
 suites=("$@")
 if [ "${#suites[@]}" -eq 0 ]; then
     suites=("${all_suites[@]}")
@@ -67,6 +68,7 @@ molecule_suite() {
 run_suite() {
     case "$1" in
         unit) pytest_suite tests/relay/unit ;;
+        pyversions) script_suite scripts/run-pyversions.sh ;;
         modules) script_suite scripts/run-module-units.sh ;;
         netns) pytest_suite tests/relay/netns ;;
         lint) script_suite scripts/run-lint.sh ;;

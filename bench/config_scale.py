@@ -109,7 +109,7 @@ class Timer:
 
 
 def child_load(directory):
-    from multicast_proxy import config
+    from multicast_proxy import relay_config as config
     from multicast_proxy.server import ServerDaemon
 
     rss_before = vm_rss_kib()
@@ -139,7 +139,7 @@ def child_load(directory):
 
 
 def child_change(directory, groups, members):
-    from multicast_proxy import config
+    from multicast_proxy import relay_config as config
     from multicast_proxy.server import ServerDaemon
 
     daemon = ServerDaemon(directory)
@@ -218,7 +218,7 @@ def run_child(args, mode, directory, extra):
 
 def write_config(directory, cfg):
     sys.path.insert(0, os.path.join(REPO, "files"))
-    from multicast_proxy import config
+    from multicast_proxy import relay_config as config
     with open(os.path.join(directory, config.SERVER_CONFIG_NAME), "w") as handle:
         handle.write(config.dump_config(cfg))
 

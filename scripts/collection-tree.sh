@@ -16,7 +16,7 @@ rm -rf "$tree"
 mkdir -p "$tree"
 cd "$repo_root"
 # ls-files -c also lists tracked files deleted from the worktree: keep only
-# paths that still exist. Symlinks (files/multicast_proxy/config.py) stay
+# paths that still exist. Symlinks (files/multicast_proxy/relay_config.py) stay
 # symlinks; their targets are inside the tree.
 git ls-files -z -co --exclude-standard \
     | while IFS= read -r -d '' path; do

@@ -32,7 +32,7 @@ import traceback
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "files"))
 
-from multicast_proxy import cli, config, frame  # noqa: E402
+from multicast_proxy import cli, relay_config as config, frame  # noqa: E402
 
 REPRODUCERS_PER_KIND = 3
 # Inputs longer than this are written to a file instead of printed.

@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 
-from . import auth, cli, config, daemon
+from . import auth, cli, relay_config as config, daemon
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -12,7 +12,7 @@ import hmac
 import os
 import stat
 
-from . import config, frame
+from . import relay_config as config, frame
 
 TAG_LEN = frame.TAG_LEN
 # A key file is a few hundred bytes; refuse to slurp anything absurd.

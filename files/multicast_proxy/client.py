@@ -12,7 +12,7 @@ import functools
 import socket
 import struct
 
-from . import auth, config, fastpath, frame, netinfo, rawsend, redelivery
+from . import auth, relay_config as config, fastpath, frame, netinfo, rawsend, redelivery
 from .daemon import Daemon, set_buffer
 from .replay import ReplayWindow
 from .sequence import SequenceTracker

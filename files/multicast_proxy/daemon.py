@@ -17,7 +17,7 @@ import struct
 import sys
 import time
 
-from . import auth, config
+from . import auth, relay_config as config
 
 DEFAULT_CONF_DIR = "/etc/multicast"
 CONTROL_TIMEOUT = 5.0

@@ -1,6 +1,6 @@
 """``multis_admin --doctor`` / ``multic_admin --doctor``: the doctor on one host.
 
-The rules live in ``diag.py`` (a symlink to the collection's
+The rules live in ``multicast_diag.py`` (a symlink to the collection's
 ``plugins/module_utils/multicast_diag.py``), so an operator logged into a VM
 gets exactly the findings the ``multicast_diagnose`` module reports.  This
 file only gathers the inputs: the side's config, the daemon's counters over
@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 
-from . import config, daemon, diag
+from . import relay_config as config, daemon, multicast_diag as diag
 
 _LOADERS = {"server": config.load_server_config, "client": config.load_client_config}
 _FIREWALL_COMMANDS = (("nft", ["nft", "-j", "list", "ruleset"], "nft-json"),

@@ -10,7 +10,7 @@ import fcntl
 import socket
 import struct
 
-from . import diag
+from . import multicast_diag as diag
 
 ROUTE_FILE = "/proc/net/route"
 IGMP_FILE = "/proc/net/igmp"

@@ -24,7 +24,7 @@ import socket
 import struct
 import time
 
-from . import auth, capture, config, fastpath, frame, netinfo, replay
+from . import auth, capture, relay_config as config, fastpath, frame, netinfo, replay
 from .daemon import Daemon, set_buffer
 
 # Socket options the socket module of older Pythons may lack (Linux values).

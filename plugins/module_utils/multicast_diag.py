@@ -13,7 +13,7 @@ Two layers, standard library only, Python 3.8+:
   wrong, why it breaks delivery and how to fix it.
 
 The relay package uses this file through the symlink
-``files/multicast_proxy/diag.py``; the Ansible module ``multicast_diagnose``
+``files/multicast_proxy/multicast_diag.py``; the Ansible module ``multicast_diagnose``
 imports it by its collection path.  Both therefore apply the same rules.
 """
 

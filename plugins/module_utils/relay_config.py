@@ -6,7 +6,7 @@
 Parsing, validation and pure edit operations for ``server_cfg.json.txt`` and
 ``client_cfg.json.txt``, validation of the authentication key file
 ``auth_keys.json``, plus the lock every writer takes.  The relay package
-(``files/multicast_proxy/config.py`` is a symlink to this file) and the Ansible
+(``files/multicast_proxy/relay_config.py`` is a symlink to this file) and the Ansible
 modules share it, so a rule is enforced in exactly one place.
 
 Standard library only, Python 3.8+.  Edit functions never mutate their input;

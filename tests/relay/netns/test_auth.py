@@ -19,7 +19,7 @@ import vpc as vpc_module
 
 sys.path.insert(0, str(vpc_module.RELAY_SOURCE))
 
-from multicast_proxy import auth, config, frame  # noqa: E402
+from multicast_proxy import auth, relay_config as config, frame  # noqa: E402
 
 INJECT = Path(__file__).resolve().parent / "inject.py"
 GROUP = "239.77.6.1"

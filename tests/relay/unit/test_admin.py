@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from multicast_proxy import admin, cli, config
+from multicast_proxy import admin, cli, relay_config as config
 
 FILES_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "files"))
 

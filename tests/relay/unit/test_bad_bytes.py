@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from multicast_proxy import config
+from multicast_proxy import relay_config as config
 from test_daemon import FILES_DIR, free_udp_port, random_group, relays, wait_for, write_server  # noqa: F401
 
 # Latin-1 "é" in a value: what an editor set to ISO-8859-1 writes.

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from multicast_proxy import config as c
+from multicast_proxy import relay_config as c
 
 SEED_SERVER = """{
     "multi_group_array": [

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from multicast_proxy import config as c
+from multicast_proxy import relay_config as c
 
 SEED_SERVER = {"multi_group_array": [{"group_ip": "224.1.2.3", "server_port": 65535, "group_port": 65535,
                                       "member_array": ["192.168.1.1"]}]}

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from multicast_proxy import config, daemon
+from multicast_proxy import relay_config as config, daemon
 from multicast_proxy.server import ServerDaemon
 from multicast_proxy.client import ClientDaemon
 

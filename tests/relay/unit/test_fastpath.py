@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from multicast_proxy import capture, config, daemon, fastpath, server
+from multicast_proxy import capture, relay_config as config, daemon, fastpath, server
 
 MEMBERS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 

@@ -16,7 +16,7 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from multicast_proxy import admin, auth, cli, config, frame, replay
+from multicast_proxy import admin, auth, cli, relay_config as config, frame, replay
 from multicast_proxy.replay import WINDOW, ReplayWindow
 
 from test_daemon import (  # noqa: F401 (relays is a fixture)

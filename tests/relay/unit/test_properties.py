@@ -16,7 +16,7 @@ import string
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from multicast_proxy import cli, config, frame
+from multicast_proxy import cli, relay_config as config, frame
 
 QUICK = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -14,7 +14,7 @@ import struct
 
 import pytest
 
-from multicast_proxy import auth, config, daemon, fastpath, frame, server
+from multicast_proxy import auth, relay_config as config, daemon, fastpath, frame, server
 
 from test_daemon import free_udp_port
 

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 
-from multicast_proxy import config, frame
+from multicast_proxy import relay_config as config, frame
 from test_daemon import FILES_DIR, free_udp_port, lo_sender, random_group, wait_for
 
 # Run the relay as multis_admin -R with the ctypes import failing, as in a

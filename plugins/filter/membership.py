@@ -389,6 +389,67 @@ def relay_config_json(config):
     return dump_config(config)
 
 
+VERIFY_GROUPS_VARIABLE = "multicast_proxy_verify_groups"
+VERIFY_ANY_PORT_VARIABLE = "multicast_proxy_verify_any_port"
+
+
+def _verify_selection(only_groups, names):
+    """The group names chosen for probing, or None for all of them."""
+    if only_groups is None:
+        return None
+    wanted = [only_groups] if isinstance(only_groups, string_types) else only_groups
+    if not isinstance(wanted, (list, tuple)) or not all(isinstance(name, string_types) for name in wanted):
+        raise AnsibleFilterError("%s: give a list of group names of the definitions, not %r"
+                                 % (VERIFY_GROUPS_VARIABLE, only_groups))
+    unknown = [name for name in wanted if name not in names]
+    if unknown:
+        # A misspelt name would otherwise leave its group out without a word.
+        raise AnsibleFilterError("%s: no group is named %s; check the spelling (the groups are %s)"
+                                 % (VERIFY_GROUPS_VARIABLE, ", ".join(unknown), ", ".join(names) or "none"))
+    return set(wanted)
+
+
+def relay_verify_streams(groups_def, groups, play_hosts, only_groups=None, any_port=5999,
+                         variable=DEFAULT_VARIABLE):
+    """The probe streams of playbooks/verify.yml: one per probed group and sender in the play.
+
+    Senders and receivers are expanded and checked exactly as for the relay
+    configs. A stream's members are the group's receivers in the play except
+    the sender. VRRP groups are left out (a UDP probe cannot stand in for
+    advertisements); groups on any port (group port 0) are probed on
+    ``any_port``.
+    """
+    definitions = _checked(groups_def, groups, variable)
+    # _checked only returns when every item became a definition, in order.
+    names = [to_native(item["name"]) if item.get("name") else definition["where"]
+             for item, definition in zip(groups_def, definitions)]
+    selected = _verify_selection(only_groups, names)
+    try:
+        probe_port = parse_port(any_port, VERIFY_ANY_PORT_VARIABLE)
+    except ConfigError as exc:
+        raise AnsibleFilterError(to_native(exc))
+    if not isinstance(play_hosts, (list, tuple)):
+        raise AnsibleFilterError("play_hosts must be the list of the play's hosts (ansible_play_hosts_all), not %r"
+                                 % (play_hosts,))
+    in_play = set(play_hosts)
+    streams = []
+    for name, definition in zip(names, definitions):
+        if definition["protocol"] == "vrrp" or (selected is not None and name not in selected):
+            continue
+        for sender in definition["senders"]:
+            if sender not in in_play:
+                continue
+            streams.append({
+                "group": name,
+                "group_ip": definition["group_ip"],
+                "group_port": definition["group_port"] or probe_port,
+                "sender": sender,
+                "stream_id": len(streams) + 1,
+                "members": [host for host in definition["receivers"] if host != sender and host in in_play],
+            })
+    return streams
+
+
 class FilterModule(object):
     """Inventory-driven membership filters of multicast.proxy."""
 
@@ -400,4 +461,5 @@ class FilterModule(object):
             "relay_roles": relay_roles,
             "relay_group_count": relay_group_count,
             "relay_config_json": relay_config_json,
+            "relay_verify_streams": relay_verify_streams,
         }

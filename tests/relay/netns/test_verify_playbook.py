@@ -60,7 +60,13 @@ def write_inventory(tmp_path, src, members, lib):
 
 
 def run_verify(inventory, tmp_path, *extra):
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="0",
+    # The playbook uses the collection's filters: the checkout as multicast.proxy.
+    collection = tmp_path / "collections" / "ansible_collections" / "multicast" / "proxy"
+    if not collection.is_symlink():
+        collection.parent.mkdir(parents=True)
+        collection.symlink_to(REPO)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(tmp_path / "collections"),
+               ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="0",
                ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"), ANSIBLE_REMOTE_TEMP=str(tmp_path / "ansible-tmp"),
                ANSIBLE_ASYNC_DIR=str(tmp_path / "ansible-async"))
     argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(inventory),

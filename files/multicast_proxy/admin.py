@@ -10,14 +10,13 @@ streams.
 import json
 import os
 import sys
-import tempfile
 
-from . import auth, cli, relay_config as config, daemon
+from . import auth, cli, relay_config as config, relay_contract as contract, daemon
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_NOT_RUNNING = 3
+EXIT_OK = contract.EXIT_OK
+EXIT_FAILURE = contract.EXIT_FAILURE
+EXIT_USAGE = contract.EXIT_USAGE
+EXIT_NOT_RUNNING = contract.EXIT_NOT_RUNNING
 
 DAEMON_NAMES = {"server": "server daemon (multis_admin -R, service multis_monitord)",
                 "client": "client daemon (multic_admin -R, service multic_monitord)"}
@@ -61,28 +60,18 @@ def read_config_file(side, directory):
                                         "nothing was changed." % exc)
 
 
-def write_atomically(path, text):
-    """Temp file in the same directory, fsync, rename: readers see old or new, never half."""
-    directory = os.path.dirname(path) or "."
-    fd, temp_path = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), 0o644)
-            os.fsync(handle.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        try:
-            os.unlink(temp_path)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def write_atomically(path, text, err=None):
+    """Replace ``path`` with ``text`` (relay_contract.write_file_atomically): readers see old or new, never half.
+
+    The file keeps its mode and owner (0644 when new).  When the rename is
+    done but the directory sync fails, the warning goes to ``err``: the new
+    file is in place, so the edit is reported as made.
+    """
+    result = contract.write_file_atomically(path, text.encode("utf-8"))
+    warning = result.warning()
+    if warning:
+        (err or sys.stderr).write("warning: %s\n" % warning)
+    return result
 
 
 def _edit_function(action):
@@ -103,7 +92,7 @@ def _edit_function(action):
     return lambda cfg: config.empty_client_config()
 
 
-def _edit_file(action, side, directory, out):
+def _edit_file(action, side, directory, out, err=None):
     """Load, edit, validate, write; the caller holds the config lock."""
     path = daemon.side_path(side, "config", directory)
     current = read_config_file(side, directory)
@@ -120,13 +109,13 @@ def _edit_file(action, side, directory, out):
         out.write("%s unchanged\n" % path)
         return
     try:
-        write_atomically(path, config.dump_config(new))
+        write_atomically(path, config.dump_config(new), err)
     except OSError as exc:
         raise CommandFailed(EXIT_FAILURE, "cannot write %s: %s; nothing was changed" % (path, exc.strerror))
     out.write("saved %s\n" % path)
 
 
-def run_edit(action, directory, out):
+def run_edit(action, directory, out, err=None):
     side = _side(action.program)
     if not os.path.isdir(directory):
         try:
@@ -135,7 +124,7 @@ def run_edit(action, directory, out):
             raise CommandFailed(EXIT_FAILURE, "cannot create %s: %s" % (directory, exc.strerror))
     try:
         with config.ConfigLock(directory, side):
-            _edit_file(action, side, directory, out)
+            _edit_file(action, side, directory, out, err)
     except OSError as exc:
         # Only taking the lock gets here: _edit_file turns its own I/O errors into CommandFailed.
         raise CommandFailed(EXIT_FAILURE, "cannot take the config lock in %s: %s (run the command as root)"
@@ -394,7 +383,7 @@ def run_daemon(program, directory):
 
 def execute(action, directory=None, out=None, err=None, stdin=None):
     """Run one Action; returns the exit code."""
-    directory = directory or daemon.conf_dir()
+    directory = directory or contract.conf_dir()
     out = out or sys.stdout
     err = err or sys.stderr
     stdin = stdin or sys.stdin
@@ -414,7 +403,7 @@ def execute(action, directory=None, out=None, err=None, stdin=None):
         if action.command == "run":
             return run_daemon(action.program, directory)
         if action.command in ("add", "quit", "delete", "clear"):
-            return run_edit(action, directory, out)
+            return run_edit(action, directory, out, err)
         if action.command == "show":
             return run_show(action, directory, out)
         if action.command == "stats":

@@ -24,6 +24,9 @@ IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 # The frame module's precompiled header layout: the receive loop unpacks it
 # itself and calls frame.parse_from only for frames that are not plain v1.
 _HEADER = frame._HEADER
+# Lines per DROP_LOG_INTERVAL saying where a group is delivered (every entry's
+# line at start for a small config); multic_admin -P shows the current ones.
+DELIVERY_LOG_LINES = 16
 CLIENT_DROP_REASONS = ("malformed", "bad_version", "unknown_server", "unknown_group", "deliver_error",
                        "receive_error") + auth.AUTH_DROP_REASONS + ("replay",)
 
@@ -260,8 +263,9 @@ class ClientDaemon(Daemon):
                 needed[pool_key] = sock
                 targets.append(sock)
             if tuple(interfaces) != entry.interfaces:
-                self.log.info("group %s:%d from %s delivered on %s", entry.group_ip, entry.group_port,
-                              entry.server_ip, ", ".join(interfaces))
+                # Any local user moves this by joining or leaving the group: rate-limited.
+                self.drop_log.event("delivery", DELIVERY_LOG_LINES, "group %s:%d from %s delivered on %s",
+                                    entry.group_ip, entry.group_port, entry.server_ip, ", ".join(interfaces))
             entry.interfaces = tuple(interfaces)
             entry.targets = tuple(targets)
         for pool_key, sock in list(self.delivery.items()):

@@ -9,31 +9,35 @@ else so that both sides behave the same for an operator.
 import errno
 import json
 import logging
+import logging.handlers
 import os
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
 
-from . import auth, relay_config as config
+from . import auth, relay_config as config, relay_contract as contract
 
-DEFAULT_CONF_DIR = "/etc/multicast"
 CONTROL_TIMEOUT = 5.0
 # Repeated drop messages (a misbehaving sender can cause thousands a second)
-# are logged once per reason per this many seconds, with a count.
+# are logged once per reason per this many seconds, with a count; events a
+# local user can cause (DropLog.event) a few lines per kind per interval.
 DROP_LOG_INTERVAL = 60.0
+# The log file is rotated at this size and this many old files are kept
+# (<side>_log.txt.1 is the newest): 60 MiB at most per side.  The
+# environment variables override them for one service (systemctl edit).
+LOG_MAX_BYTES = 10 << 20
+LOG_BACKUPS = 5
+LOG_MAX_BYTES_ENV = "MULTICAST_LOG_MAX_BYTES"
+LOG_BACKUPS_ENV = "MULTICAST_LOG_BACKUPS"
+# After a failed rotation (the directory became read-only), the next attempt
+# waits this long: meanwhile the current file takes the lines.
+LOG_ROTATE_RETRY = 60.0
 SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
 _PEERCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
-
-SIDES = {
-    "server": {"config": config.SERVER_CONFIG_NAME, "log": "server_log.txt", "socket": "multis.sock",
-               "program": "multis_admin"},
-    "client": {"config": config.CLIENT_CONFIG_NAME, "log": "client_log.txt", "socket": "multic.sock",
-               "program": "multic_admin"},
-}
-
 
 class DaemonError(Exception):
     """The daemon cannot start; the message says why and what to do.
@@ -42,28 +46,99 @@ class DaemonError(Exception):
     file, 1 for everything else.
     """
 
-    def __init__(self, message, exit_code=1):
+    def __init__(self, message, exit_code=contract.EXIT_FAILURE):
         self.exit_code = exit_code
         super(DaemonError, self).__init__(message)
 
 
-def conf_dir():
-    return os.environ.get("MULTICAST_CONF_DIR") or DEFAULT_CONF_DIR
-
-
 def side_path(side, what, directory=None):
-    return os.path.join(directory or conf_dir(), SIDES[side][what])
+    """The path of ``side``'s "config", "log" or "socket" (names: relay_contract.SIDES)."""
+    return contract.SIDES[side].path(what, directory or contract.conf_dir())
+
+
+def _log_limit(name, default, minimum):
+    """The integer in environment variable ``name``, else ``default``; DaemonError when it is not one."""
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise DaemonError("%s=%r is not a whole number of at least %d; fix or unset it "
+                          "(default %d)" % (name, text, minimum, default))
+    return value
+
+
+class RotatingLogFile(logging.handlers.RotatingFileHandler):
+    """A size-rotated log whose new file keeps the old one's mode and owner.
+
+    Without this the file opened after a rotation would get the process's
+    umask, which may be looser than what the operator set on the log.  A
+    rotation that fails (a directory made read-only) is reported once on
+    stderr, not as a traceback per line, and retried after LOG_ROTATE_RETRY.
+    """
+
+    def __init__(self, path, max_bytes, backups):
+        super(RotatingLogFile, self).__init__(path, maxBytes=max_bytes, backupCount=backups)
+        self._retry_at = 0.0
+
+    def shouldRollover(self, record):
+        if time.monotonic() < self._retry_at:
+            return False
+        return super(RotatingLogFile, self).shouldRollover(record)
+
+    def doRollover(self):
+        try:
+            before = os.stat(self.baseFilename)
+        except FileNotFoundError:
+            # Deleted by hand: the lines went to the unlinked file; a new one starts now.
+            before = None
+        try:
+            super(RotatingLogFile, self).doRollover()
+            if before is not None:
+                self._take_attributes(before)
+        except OSError as exc:
+            self._retry_at = time.monotonic() + LOG_ROTATE_RETRY
+            sys.stderr.write("cannot rotate %s: %s; logging goes on in the same file, next attempt in %d s; "
+                             "make %s writable\n" % (self.baseFilename, exc.strerror or exc, LOG_ROTATE_RETRY,
+                                                     os.path.dirname(self.baseFilename)))
+            if self.stream is None:
+                self.stream = self._open()
+
+    def _take_attributes(self, before):
+        fd = self.stream.fileno()
+        os.fchmod(fd, stat.S_IMODE(before.st_mode))
+        new = os.fstat(fd)
+        if (new.st_uid, new.st_gid) != (before.st_uid, before.st_gid):
+            try:
+                os.fchown(fd, before.st_uid, before.st_gid)
+            except OSError:
+                # Not root, or chown filtered out (the units' SystemCallFilter):
+                # the new file stays the daemon's own, with the old mode.
+                pass
 
 
 def setup_logging(side, directory):
-    """Log to <conf_dir>/<side>_log.txt and to stderr (journald under systemd)."""
+    """Log to <conf_dir>/<side>_log.txt (rotated by size) and to stderr (journald under systemd).
+
+    Raises DaemonError when the file cannot be opened or a size variable is wrong.
+    """
     logger = logging.getLogger("multicast_proxy.%s" % side)
     logger.setLevel(logging.INFO)
     logger.propagate = False
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
-    file_handler = logging.FileHandler(side_path(side, "log", directory))
+    max_bytes = _log_limit(LOG_MAX_BYTES_ENV, LOG_MAX_BYTES, 4096)
+    backups = _log_limit(LOG_BACKUPS_ENV, LOG_BACKUPS, 1)
+    path = side_path(side, "log", directory)
+    try:
+        file_handler = RotatingLogFile(path, max_bytes, backups)
+    except OSError as exc:
+        raise DaemonError("cannot open the log file %s: %s; make %s writable for the daemon's user "
+                          "or point MULTICAST_CONF_DIR elsewhere" % (path, exc.strerror or exc, os.path.dirname(path)))
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(file_handler)
     stream_handler = logging.StreamHandler(sys.stderr)
@@ -72,27 +147,69 @@ def setup_logging(side, directory):
     return logger
 
 
+class _Window:
+    """One kind's current interval: when it began, lines written, lines suppressed."""
+
+    __slots__ = ("start", "written", "suppressed", "write", "noun")
+
+    def __init__(self, start, write, noun):
+        self.start = start
+        self.written = 0
+        self.suppressed = 0
+        self.write = write
+        self.noun = noun
+
+
 class DropLog:
-    """Logs a drop reason at most once per interval, reporting how many were suppressed."""
+    """Rate-limits the log lines that others can cause at will, per kind.
+
+    A remote sender causes drops, a local user causes events (joining a group
+    moves its delivery).  Each kind gets at most ``lines`` lines per interval;
+    the rest are counted, and the count is reported once: appended to the
+    kind's next line, or by ``flush`` (called every second) as a line of its
+    own when the interval ends quietly.
+    """
 
     def __init__(self, logger, interval=DROP_LOG_INTERVAL, clock=time.monotonic):
         self.logger = logger
         self.interval = interval
         self.clock = clock
-        self._last = {}
-        self._suppressed = {}
+        self._windows = {}
 
     def drop(self, reason, detail):
+        """Log the drop of one datagram for ``reason``, at most once per interval."""
+        return self._write(reason, 1, self.logger.warning, "drops", "drop %s: %s", (reason, detail))
+
+    def event(self, kind, lines, fmt, *args):
+        """Log ``fmt % args`` (info) unless ``lines`` lines of ``kind`` were written in this interval."""
+        return self._write(kind, lines, self.logger.info, "messages", fmt, args)
+
+    def _write(self, kind, lines, write, noun, fmt, args):
+        # Formatting waits until the line is written: a flood is mostly suppressed lines.
         now = self.clock()
-        last = self._last.get(reason)
-        if last is not None and now - last < self.interval:
-            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+        window = self._windows.get(kind)
+        more = ""
+        if window is None or now - window.start >= self.interval:
+            if window is not None and window.suppressed:
+                more = " (%d more %s %s since the last message)" % (window.suppressed, kind, window.noun)
+            window = self._windows[kind] = _Window(now, write, noun)
+        elif window.written >= lines:
+            window.suppressed += 1
             return False
-        suppressed = self._suppressed.pop(reason, 0)
-        self._last[reason] = now
-        more = " (%d more %s drops since the last message)" % (suppressed, reason) if suppressed else ""
-        self.logger.warning("drop %s: %s%s", reason, detail, more)
+        window.written += 1
+        write(fmt + "%s", *(args + (more,)))
         return True
+
+    def flush(self):
+        """Report the suppressed lines of every interval that has ended."""
+        now = self.clock()
+        for kind, window in list(self._windows.items()):
+            if now - window.start < self.interval:
+                continue
+            del self._windows[kind]
+            if window.suppressed:
+                window.write("%d more %s %s suppressed in the last %d s", window.suppressed, kind, window.noun,
+                             self.interval)
 
 
 def sd_notify(message):
@@ -159,7 +276,7 @@ class Daemon:
     side = None  # "server" or "client", set by subclasses
 
     def __init__(self, directory=None):
-        self.directory = directory or conf_dir()
+        self.directory = directory or contract.conf_dir()
         self.config_path = side_path(self.side, "config", self.directory)
         self.socket_path = side_path(self.side, "socket", self.directory)
         # epoll used directly: the selectors module's per-event Python work
@@ -223,7 +340,7 @@ class Daemon:
             keys = self.read_auth_keys()
         except config.ConfigError as exc:
             self._close_control_socket()
-            raise DaemonError("%s; fix the file, the daemon did not start" % exc, exit_code=2)
+            raise DaemonError("%s; fix the file, the daemon did not start" % exc, exit_code=contract.EXIT_USAGE)
         except OSError as exc:
             self._close_control_socket()
             raise DaemonError("cannot read %s: %s" % (self.config_path, exc.strerror))
@@ -232,7 +349,7 @@ class Daemon:
         self.log.info("authentication: %s", auth.describe(keys))
         changes = self.apply_config(cfg)
         self.cfg = cfg
-        self.log.info("%s started (pid %d, config %s): %s", SIDES[self.side]["program"], os.getpid(),
+        self.log.info("%s started (pid %d, config %s): %s", contract.SIDES[self.side].admin, os.getpid(),
                       self.config_path, json.dumps(changes, sort_keys=True))
         sd_notify("READY=1\nSTATUS=%s" % self.status_line())
 
@@ -266,6 +383,7 @@ class Daemon:
             self._handle_signals()
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + 1.0
+                self.drop_log.flush()
                 try:
                     self.tick()
                 except Exception as exc:  # pylint: disable=broad-except
@@ -283,7 +401,7 @@ class Daemon:
         self._epoll.close()
         if self.log:
             if self.cfg is not None:
-                self.log.info("%s stopped", SIDES[self.side]["program"])
+                self.log.info("%s stopped", contract.SIDES[self.side].admin)
             for handler in list(self.log.handlers):
                 self.log.removeHandler(handler)
                 handler.close()
@@ -314,7 +432,7 @@ class Daemon:
             if daemon_running(self.side, self.directory):
                 raise DaemonError("another %s -R is already running with config directory %s (it answers on %s); "
                                   "stop it first (service %s stop)"
-                                  % (SIDES[self.side]["program"], self.directory, self.socket_path,
+                                  % (contract.SIDES[self.side].admin, self.directory, self.socket_path,
                                      "multis_monitord" if self.side == "server" else "multic_monitord"))
             self.log.info("removing stale control socket %s", self.socket_path)
             os.unlink(self.socket_path)
@@ -454,7 +572,7 @@ def run_daemon(daemon):
             message, code = str(exc), exc.exit_code
         else:
             message, code = "cannot start with config directory %s: %s" % (daemon.directory, exc), 1
-        sys.stderr.write("%s: %s\n" % (SIDES[daemon.side]["program"], message))
+        sys.stderr.write("%s: %s\n" % (contract.SIDES[daemon.side].admin, message))
         if daemon.log:
             daemon.log.error("%s", message)
         daemon.shutdown()

@@ -27,30 +27,26 @@ from ansible_collections.multicast.proxy.plugins.module_utils.relay_config impor
     load_server_config,
     read_config_text,
 )
+from ansible_collections.multicast.proxy.plugins.module_utils.relay_contract import (
+    EXIT_NOT_RUNNING,
+    SIDES as CONTRACT_SIDES,
+    sync_directory,
+)
 
-# Exit codes of the relay commands (docs/architecture.md).
-RC_DAEMON_NOT_RUNNING = 3
+# Exit code of the relay commands when the daemon is not running (relay_contract).
+RC_DAEMON_NOT_RUNNING = EXIT_NOT_RUNNING
 
 # The roles install the relay's commands here; it is not on PATH under every
 # connection plugin (paramiko and ssh start non-login shells).
 RELAY_BIN_DIRS = ["/usr/local/bin"]
 
-SIDES = {
-    "server": {
-        "config_name": SERVER_CONFIG_NAME,
-        "loader": load_server_config,
-        "admin": "multis_admin",
-        "reload": "server_reload_list",
-        "service": "multis_monitord",
-    },
-    "client": {
-        "config_name": CLIENT_CONFIG_NAME,
-        "loader": load_client_config,
-        "admin": "multic_admin",
-        "reload": "client_reload_list",
-        "service": "multic_monitord",
-    },
-}
+_LOADERS = {"server": load_server_config, "client": load_client_config}
+# The names every module uses, from the relay's contract (one place for a rename).
+SIDES = dict(
+    (name, {"config_name": side.config_name, "loader": _LOADERS[name], "admin": side.admin,
+            "reload": side.reload, "service": side.service})
+    for name, side in CONTRACT_SIDES.items()
+)
 
 
 def config_path(conf_dir, side):
@@ -97,6 +93,13 @@ def replace_file(module, path, data, before_rename, keep_dest_attrs=True):
     finally:
         if os.path.exists(tmp_path):
             os.unlink(tmp_path)
+    # The rename must survive a power loss too: sync the directory.  A
+    # failure here cannot undo the change, so it is reported, not raised.
+    try:
+        sync_directory(directory or ".")
+    except OSError as exc:
+        module.warn("%s was replaced, but syncing its directory to disk failed (%s): a power loss now could "
+                    "bring back the previous file; check the disk, then run the task again" % (path, to_native(exc)))
 
 
 def write_config(module, conf_dir, side, config):

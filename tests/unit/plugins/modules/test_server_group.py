@@ -232,3 +232,18 @@ def test_missing_conf_dir_fails_with_advice(run_module, tmp_path):
     assert failed
     assert "does not exist" in result["msg"]
     assert "multicast.proxy.server" in result["msg"]
+
+
+def test_a_failed_directory_sync_is_a_warning_with_the_file_written(run_module, tmp_path, monkeypatch):
+    from ansible_collections.multicast.proxy.plugins.module_utils import relay_module
+
+    def fail(directory):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(relay_module, "sync_directory", fail)
+    run_module.replies = [(0, "reloaded\n", "")]
+    result, failed = run_module(server_group, {"group_ip": "224.1.2.3", "server_port": 1, "conf_dir": str(tmp_path)})
+    assert not failed and result["changed"] is True
+    assert read_config(tmp_path)["multi_group_array"][0]["group_ip"] == "224.1.2.3"
+    assert any("syncing its directory to disk failed" in warning and "Input/output error" in warning
+               for warning in run_module.warnings)

@@ -1,0 +1,1 @@
+../../plugins/module_utils/relay_contract.py

@@ -168,7 +168,7 @@ def steer_forwarding_to_harness_cpu():
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--impl", choices=sorted(IMPLEMENTATIONS), default="relay-c")
     parser.add_argument("--members", type=int, nargs="+", default=[8, 256], help="member counts (default 8 256)")
     parser.add_argument("--ports", type=int,

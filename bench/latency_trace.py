@@ -109,7 +109,7 @@ def wake_to_send(events):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--only", nargs="+", default=["relay-c", "relay-py", "client-c", "client-py"],
                         choices=[impl for _program, impl in PROGRAMS])
     parser.add_argument("--runs", type=int, default=1)
@@ -162,7 +162,7 @@ def main():
                "calls_between_p50": statistics.median(s[2] for s in samples)}
         rows.append(row)
         print("%-10s %8d %16.1f %10.1f %14g" % (impl, row["wakes"], row["wake_to_send_us_p50"], row["send_us_p50"],
-                                               row["calls_between_p50"]))
+                                                row["calls_between_p50"]))
     with open(os.path.join(args.out, args.name + ".json"), "w") as handle:
         json.dump({"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_average": os.getloadavg(),
                    "rows": rows}, handle, indent=2, sort_keys=True)

@@ -92,7 +92,7 @@ class BenchError(Exception):
 
 def run(cmd, stdin_text=None, check=True, timeout=60, env=None):
     result = subprocess.run(cmd, input=stdin_text, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            universal_newlines=True, timeout=timeout, env=env)
+                            universal_newlines=True, timeout=timeout, env=env, check=False)
     if check and result.returncode != 0:
         raise BenchError("%s failed (exit %d): %s" % (" ".join(cmd[:6]), result.returncode,
                                                       result.stderr.strip() or result.stdout.strip()))
@@ -562,9 +562,9 @@ class Bench:
     def trial(self, impl, feed, rate, seconds, latency=False, drain_limit=None):
         """Offer ``rate`` datagrams/s (0: as fast as possible) for ``seconds``; count what arrives."""
         impl.check_alive()
-        sink_cmd = ["taskset", "-c", HARNESS_CPU] + self.niced([self.binary("sink")]) + [ "--offset", str(feed.offset),
-                    "--len", str(feed.datagram_len), "--rcvbuf", str(SOCKET_BUFFER),
-                    "--min-seq", str(self.seq_next)]
+        sink_cmd = ["taskset", "-c", HARNESS_CPU] + self.niced([self.binary("sink")]) + [
+            "--offset", str(feed.offset), "--len", str(feed.datagram_len), "--rcvbuf", str(SOCKET_BUFFER),
+            "--min-seq", str(self.seq_next)]
         for sock in feed.sink_socks:
             sink_cmd += ["--sock", sock]
         if latency:
@@ -691,7 +691,7 @@ class Bench:
         best = probe if self.passes(probe) else None
         low, high = None, None
         rate = 0.9 * capacity
-        for _ in range(5):
+        for dummy in range(5):
             result = attempt(rate)
             if self.passes(result):
                 low, best = rate, pick_best(best, result)
@@ -711,7 +711,7 @@ class Bench:
                 return summarise(best, trials, limited_by="sender")
         # Flat out without loss: the load generator, not the relay, set the pace.
         sender_limited = self.passes(probe)
-        for _ in range(self.args.bisect_steps):
+        for dummy in range(self.args.bisect_steps):
             rate = (low + high) / 2.0
             result = attempt(rate)
             if self.passes(result) and result["offered_pps"] >= 0.97 * rate:
@@ -733,8 +733,8 @@ class Bench:
             result["rss_kib"] = sum(rss_kib(pid) for pid in impl.pids()) if impl.pids() else None
         finally:
             impl.stop()
-        result["profiles"] = self.save_profiles(impl, "%s-N%d-%dB-run%d" % (impl.name, members, payload,
-                                                                           run_index + 1))
+        profile_name = "%s-N%d-%dB-run%d" % (impl.name, members, payload, run_index + 1)
+        result["profiles"] = self.save_profiles(impl, profile_name)
         result.update(impl=impl.name, label=impl.label, kind=impl.kind, members=members, payload=payload,
                       run=run_index)
         self.say("        -> %.0f copies/s, loss %.2f%%, relay CPU %.0f%%, RSS %s KiB"
@@ -826,10 +826,9 @@ def summarise(best, trials, limited_by):
     summary["cpu_us_per_copy"] = 1e6 * best["cpu_seconds"] / copies if copies else None
     summary["cpu_user_us_per_copy"] = 1e6 * best["cpu_user_seconds"] / copies if copies else None
     summary["limited_by"] = limited_by
-    summary["trials"] = [{key: t[key] for key in ("rate_target", "offered_pps", "copies_per_s", "loss",
-                                                   "backlog_seconds", "sink_drops", "relay_input_drops",
-                                                   "stale")}
-                         for t in trials]
+    trial_keys = ("rate_target", "offered_pps", "copies_per_s", "loss", "backlog_seconds", "sink_drops",
+                  "relay_input_drops", "stale")
+    summary["trials"] = [{key: t[key] for key in trial_keys} for t in trials]
     return summary
 
 
@@ -990,7 +989,7 @@ LATENCY_ORDER = (Direct, RelayC, RelayPython, Socat, ClientC, ClientPython, Path
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: N = 1 and 8, 100-byte payload, one run, short trials")
     parser.add_argument("--members", type=int, nargs="+", help="member counts (default 1 8 32 256)")
@@ -1137,10 +1136,11 @@ def measure_all(args, workdir):
     with open(json_path, "w") as handle:
         json.dump(report, handle, indent=2, sort_keys=True)
         handle.write("\n")
-    title = "multicast relay benchmark%s%s, %s, %s" % (" (smoke run)" if args.quick else "",
-                                                      " (relay under cProfile)" if args.profile_relay else "",
-                                                      report["environment"]["date"][:10],
-                                                      report["environment"]["cpu_model"][:40])
+    title = "multicast relay benchmark%s%s, %s, %s" % (
+        " (smoke run)" if args.quick else "",
+        " (relay under cProfile)" if args.profile_relay else "",
+        report["environment"]["date"][:10],
+        report["environment"]["cpu_model"][:40])
     write_plot(png_path, rows, lat_rows, title)
     print_table(rows, lat_rows)
     bench.say("wrote %s and %s in %.0f s" % (json_path, png_path, report["duration_seconds"]))

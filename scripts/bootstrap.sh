@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Install everything a fresh Debian 12 machine needs to run the demo and the
 # tests, as root, without questions: Debian packages (docker.io for the
 # container fleet, nftables/iproute2/iperf/socat for the namespace tests,

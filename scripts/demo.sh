@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # The newcomer's first command (make demo): on a fresh Debian 12 machine, as
 # root, show the product doing its job end to end.
 #   1. install what is needed (scripts/bootstrap.sh)

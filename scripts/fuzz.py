@@ -113,14 +113,14 @@ def random_bytes(rng, count):
 def random_frame(rng):
     tag = random_bytes(rng, 16) if rng.random() < 0.3 else None
     payload = random_bytes(rng, rng.choice((0, 1, 5, 16, 64, 200, 1400)))
-    return frame.encode("%d.%d.%d.%d" % tuple(rng.getrandbits(8) for _ in range(4)), rng.getrandbits(16),
-                        "%d.%d.%d.%d" % tuple(rng.getrandbits(8) for _ in range(4)), rng.getrandbits(16),
+    return frame.encode("%d.%d.%d.%d" % tuple(rng.getrandbits(8) for dummy in range(4)), rng.getrandbits(16),
+                        "%d.%d.%d.%d" % tuple(rng.getrandbits(8) for dummy in range(4)), rng.getrandbits(16),
                         rng.getrandbits(64), payload, tos=rng.getrandbits(8), key_id=rng.getrandbits(8), tag=tag)
 
 
 def mutate_frame(rng, valid):
     data = bytearray(valid)
-    for _ in range(rng.randint(1, 4)):
+    for dummy in range(rng.randint(1, 4)):
         choice = rng.random()
         if choice < 0.3 and data:
             data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
@@ -141,7 +141,7 @@ def mutate_frame(rng, valid):
 
 def fuzz_frames(count, rng, findings):
     counts = {"total": 0, "random": 0, "mutated": 0, "valid": 0, "malformed": 0, "bad_version": 0}
-    seeds = [random_frame(rng) for _ in range(256)]
+    seeds = [random_frame(rng) for dummy in range(256)]
     # The client's receive buffer, reused for every datagram as the daemon does.
     buffer = bytearray(frame.MAX_UDP_PAYLOAD + 1)
     for index in range(count):
@@ -207,17 +207,17 @@ def random_value(rng, depth=0):
     roll = rng.random()
     if depth > 4 or roll < 0.45:
         return rng.choice((None, rng.choice(STRINGS), rng.choice(NUMBERS), rng.getrandbits(17),
-                           "%d.%d.%d.%d" % tuple(rng.getrandbits(8) for _ in range(4)),
-                           "".join(chr(rng.randint(1, 0x2FFF)) for _ in range(rng.randint(0, 8)))))
+                           "%d.%d.%d.%d" % tuple(rng.getrandbits(8) for dummy in range(4)),
+                           "".join(chr(rng.randint(1, 0x2FFF)) for dummy in range(rng.randint(0, 8)))))
     if roll < 0.7:
-        return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
-    return dict((rng.choice(KEYS), random_value(rng, depth + 1)) for _ in range(rng.randint(0, 5)))
+        return [random_value(rng, depth + 1) for dummy in range(rng.randint(0, 4))]
+    return dict((rng.choice(KEYS), random_value(rng, depth + 1)) for dummy in range(rng.randint(0, 5)))
 
 
 def mutate_structure(rng, valid):
     """Change, drop or add one value somewhere in a copy of a valid config."""
     obj = json.loads(json.dumps(valid))
-    for _ in range(rng.randint(1, 3)):
+    for dummy in range(rng.randint(1, 3)):
         parent = obj
         while True:
             children = list(parent.items()) if isinstance(parent, dict) else list(enumerate(parent))
@@ -242,7 +242,7 @@ def mutate_structure(rng, valid):
 
 def mutate_text(rng, text):
     """The slips of a hand edit: deleted, inserted, replaced or repeated characters, a cut."""
-    for _ in range(rng.randint(1, 3)):
+    for dummy in range(rng.randint(1, 3)):
         index = rng.randint(0, len(text))
         roll = rng.random()
         if roll < 0.25:
@@ -280,7 +280,7 @@ def fuzz_configs(count, rng, findings, side):
     call = name + "({}, \"fuzz.json\")"
     counts = {"total": 0, "accepted": 0, "rejected": 0, "random": 0, "mutated_structure": 0, "mutated_text": 0,
               "deep_nesting": 0}
-    for _ in range(count):
+    for dummy in range(count):
         kind, text = random_config_text(rng, valid)
         counts["total"] += 1
         counts[kind] += 1
@@ -317,17 +317,17 @@ VALUES = ("224.1.2.3", "239.0.0.1", "10.0.0.1", "10.0.0.1,10.0.0.2", ",", "65535
 def fuzz_argv(count, rng, findings):
     counts = {"total": 0, "parsed": 0, "usage_errors": 0}
     programs = cli.COMMANDS + ("multis", "")
-    for _ in range(count):
+    for dummy in range(count):
         program = rng.choice(programs)
         argv = []
-        for _ in range(rng.randint(0, 8)):
+        for dummy in range(rng.randint(0, 8)):
             roll = rng.random()
             if roll < 0.5:
                 argv.append(rng.choice(FLAGS))
             elif roll < 0.85:
                 argv.append(rng.choice(VALUES))
             else:
-                argv.append("".join(chr(rng.randint(1, 0x7FF)) for _ in range(rng.randint(0, 5))))
+                argv.append("".join(chr(rng.randint(1, 0x7FF)) for dummy in range(rng.randint(0, 5))))
         counts["total"] += 1
         try:
             cli.parse(program, argv)
@@ -342,7 +342,7 @@ def fuzz_argv(count, rng, findings):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--frames", type=int, default=1000000, help="frames to decode (default 1,000,000)")
     parser.add_argument("--configs", type=int, default=10000, help="configs per loader (default 10,000)")
     parser.add_argument("--argv", type=int, default=100000, help="command lines to parse (default 100,000)")

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # The relay's unit tests on every Python from 3.6 to 3.13 (the platform
 # Pythons of EL 8 / Alibaba Cloud Linux 3 up to Debian 13), each from its own
 # virtualenv under build/pyvenv/VERSION with the newest pytest and hypothesis

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Run the test suites and end with a summary; exit 1 when any suite failed.
 #
 # usage: scripts/run-tests.sh [SUITE...]   (default: every suite, in this order)

@@ -51,7 +51,7 @@ MEASURE_SECONDS = 3.0
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--rate", type=float, help="datagrams per second to hold")
     parser.add_argument("--max-rate", type=float, help="a known maximum; the soak holds half of it")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds to hold the rate (default 60)")

@@ -39,6 +39,7 @@ LOG_ROTATE_RETRY = 60.0
 SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
 _PEERCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 
+
 class DaemonError(Exception):
     """The daemon cannot start; the message says why and what to do.
 

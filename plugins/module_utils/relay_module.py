@@ -18,8 +18,6 @@ import tempfile
 
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.multicast.proxy.plugins.module_utils.relay_config import (
-    CLIENT_CONFIG_NAME,
-    SERVER_CONFIG_NAME,
     ConfigError,
     ConfigLock,
     dump_config,

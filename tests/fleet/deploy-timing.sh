@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Measure what a deploy costs: multicast.proxy.site on one source and eight
 # member containers (tests/fleet/fleet.sh), first converge and re-run, timed,
 # and show that the tasks run on the source do not grow with the members.

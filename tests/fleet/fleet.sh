@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Bring a container fleet that behaves like ECS VMs on a VPC up or down.
 #
 # Every machine is a systemd container on one docker network of its own, with a

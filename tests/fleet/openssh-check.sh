@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # The demo fleet deployed over OpenSSH instead of paramiko: site.yml twice
 # (the second run must change nothing), then verify.yml. Run as root after
 # `make bootstrap images`; the fleet is removed at the end.

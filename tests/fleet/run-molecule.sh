@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Run one molecule scenario of extensions/molecule/ against the collection as
 # users get it (the tree of scripts/collection-tree.sh on
 # ANSIBLE_COLLECTIONS_PATH), once per Debian release.

@@ -20,6 +20,7 @@ SERVER_PORT = 47001
 COUNT = 200
 SETTLE_TIMEOUT = 10
 
+
 def doctor(host, side):
     """Run `multis_admin --doctor --json` / `multic_admin --doctor --json` in `host`; return (exit code, findings)."""
     result = host.relay({"server": "multis_admin", "client": "multic_admin"}[side], "--doctor", "--json", check=False)

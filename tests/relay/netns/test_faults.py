@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 import vpc as vpc_module
 
 sys.path.insert(0, str(vpc_module.RELAY_SOURCE))

@@ -83,6 +83,7 @@ def run(argv, check=True, timeout=COMMAND_TIMEOUT, env=None, input_text=None):
         timeout=timeout,
         env=env,
         input=input_text,
+        check=False,
     )
     if check and result.returncode != 0:
         raise CommandFailed(

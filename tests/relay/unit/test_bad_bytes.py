@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from multicast_proxy import relay_config as config
-from test_daemon import FILES_DIR, free_udp_port, random_group, relays, wait_for, write_server  # noqa: F401
+from test_daemon import FILES_DIR, free_udp_port, random_group, relays, wait_for, write_server  # noqa: F401  # pylint: disable=unused-import
 
 # Latin-1 "é" in a value: what an editor set to ISO-8859-1 writes.
 LATIN1 = b'{"multi_group_array": [{"group_ip": "224.1.2.3", "group_port": 5000, "server_port": 5000, ' \

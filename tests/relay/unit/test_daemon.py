@@ -559,7 +559,7 @@ def test_unprivileged_user_gets_a_clear_refusal(relays):
 
 def test_a_socket_closed_by_an_earlier_callback_of_the_same_round_is_not_served(tmp_path):
     relay = ServerDaemon(str(tmp_path))
-    first, second = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+    first, second = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for dummy in range(2))
     served = []
 
     def serve_and_close_the_other(sock):

@@ -7,7 +7,6 @@ import ctypes
 import errno
 import os
 import random
-import socket
 
 import pytest
 

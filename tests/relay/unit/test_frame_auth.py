@@ -19,7 +19,7 @@ from hypothesis import given, settings, strategies as st
 from multicast_proxy import admin, auth, cli, relay_config as config, frame, replay
 from multicast_proxy.replay import WINDOW, ReplayWindow
 
-from test_daemon import (  # noqa: F401 (relays is a fixture)
+from test_daemon import (  # noqa: F401 (relays is a fixture)  # pylint: disable=unused-import
     free_udp_port, lo_sender, nobody_can_run_the_relay, random_group, relays, wait_for, write_client, write_server)
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "..", "..", "docs", "frame-format.md")

@@ -235,4 +235,3 @@ def test_a_rotation_that_fails_keeps_logging_in_the_same_file(tmp_path, monkeypa
     # One message until the retry, not one traceback per line.
     assert err.count("cannot rotate %s: Permission denied" % (tmp_path / "client_log.txt")) == 1
     assert "Traceback" not in err and "Logging error" not in err
-

@@ -72,7 +72,7 @@ valid_frames = st.builds(
 def mutated_frames(draw):
     """A valid frame with a few edits of the kinds a broken or hostile sender makes."""
     data = bytearray(draw(valid_frames))
-    for _ in range(draw(st.integers(1, 4))):
+    for dummy in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(("flip", "set", "cut", "extend", "header_len", "flags", "version")))
         if kind == "flip" and data:
             index = draw(st.integers(0, len(data) - 1))
@@ -192,7 +192,7 @@ VALID_CLIENT_TEXT = config.dump_config({"multi_server_info_array": [
 def mutated_text(draw, valid_text):
     """A valid file after the slips of a hand edit: a deleted, doubled or changed character, a cut."""
     text = valid_text
-    for _ in range(draw(st.integers(1, 3))):
+    for dummy in range(draw(st.integers(1, 3))):
         index = draw(st.integers(0, len(text)))
         kind = draw(st.sampled_from(("delete", "insert", "replace", "cut", "duplicate")))
         if kind == "delete":

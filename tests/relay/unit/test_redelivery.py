@@ -110,7 +110,7 @@ def test_copies_go_out_per_socket_in_order_from_the_slots(sockets, batch_io):
     for slot, target, entry in ((0, out_a, entry_a), (1, out_b, entry_b), (2, out_a, entry_a)):
         sender.add(target, entry, slot, 6, receiver.lengths[slot] - 6, address, sockaddr)
     assert sender.flush() == []
-    got = [destination.recvfrom(2048) for _ in range(3)]
+    got = [destination.recvfrom(2048) for dummy in range(3)]
     assert [data for data, _source in got] == [b"alpha", b"bravo-payload", b"charlie"]
     assert [source for _data, source in got] == [out_a.getsockname(), out_b.getsockname(), out_a.getsockname()]
     # Flushed means sent: a second flush sends nothing more.
@@ -134,7 +134,7 @@ def test_a_refused_copy_is_reported_and_the_others_go_out(sockets, batch_io):
     for entry, address in zip(entries, (good, ("127.0.0.1", 0), good)):
         sender.add(out, entry, 0, 0, 7, address, redelivery.sockaddr_in(*address))
     assert sender.flush() == [(entries[1], 7, errno.EINVAL)]
-    assert [destination.recvfrom(64)[0] for _ in range(2)] == [b"payload", b"payload"]
+    assert [destination.recvfrom(64)[0] for dummy in range(2)] == [b"payload", b"payload"]
 
 
 def test_more_copies_than_records_are_all_sent(sockets):
@@ -191,7 +191,7 @@ def test_the_client_takes_back_copies_the_kernel_refused(tmp_path, sockets, use_
     relay._deliver(port, listener)
     assert (entry.rx_packets, entry.rx_bytes, entry.delivered_packets, entry.delivered_bytes) == (3, 15, 2, 10)
     assert relay.drops["deliver_error"] == 1
-    assert [destination.recv(64) for _ in range(2)] == [b"data1", b"data3"]
+    assert [destination.recv(64) for dummy in range(2)] == [b"data1", b"data3"]
     relay.close_data_sockets()
     assert relay.receiver is None
 
@@ -263,7 +263,7 @@ def test_the_first_frame_takes_the_short_path_and_is_counted_once(tmp_path, sock
     # The first frame never reached the batch paths; the two behind it came as one batch,
     # taken as a run where the receiver can check one (recvmmsg).
     assert batches == [("run" if use_mmsg else "general", 2)]
-    assert [destination.recv(64) for _ in range(3)] == [b"payload1", b"payload2", b"payload3"]
+    assert [destination.recv(64) for dummy in range(3)] == [b"payload1", b"payload2", b"payload3"]
     assert (entry.rx_packets, entry.rx_bytes, entry.delivered_packets, entry.delivered_bytes) == (3, 24, 3, 24)
     assert (entry.tracker.highest, entry.tracker.lost, entry.tracker.duplicates) == (base + 3, 0, 0)
     relay.close_data_sockets()
@@ -379,7 +379,7 @@ def test_a_run_is_delivered_whole_with_its_counters(tmp_path, sockets):
     relay._deliver_received = lambda listen_port, count: general.append(count)
     relay._deliver(port, listener)
     assert general == []
-    assert [destination.recv(2048) for _ in payloads] == payloads
+    assert [destination.recv(2048) for dummy in payloads] == payloads
     size = sum(map(len, payloads))
     assert (entry.rx_packets, entry.rx_bytes, entry.delivered_packets, entry.delivered_bytes) == (40, size, 40, size)
     assert (entry.tracker.highest, entry.tracker.lost, entry.tracker.duplicates) == (base + 40, 0, 0)

@@ -104,7 +104,7 @@ def measure(service, socket_path, timeout):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("service", help="systemd unit, e.g. multis_monitord")
     parser.add_argument("side", choices=sorted(SOCKET_NAMES), help="which daemon the unit runs")
     parser.add_argument("--conf-dir", default="/etc/multicast",

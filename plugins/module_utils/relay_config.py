@@ -16,6 +16,7 @@ message names the JSON path that is wrong and says what to do about it.
 
 import base64
 import binascii
+import collections
 import fcntl
 import json
 import os
@@ -34,13 +35,164 @@ MAX_CONFIG_BYTES = 64 << 20
 SERVER_TOP_KEY = "multi_group_array"
 CLIENT_TOP_KEY = "multi_server_info_array"
 
-_GROUP_KEYS = ("group_ip", "server_port", "group_port", "member_array", "interface", "protocol", "capture")
-_CLIENT_ENTRY_KEYS = ("server_ip", "server_port", "group_ip", "group_port", "protocol", "preserve_source")
 # What a group carries: UDP datagrams (the default, never written back) or
 # VRRP advertisements (IP protocol 112), which only exist on VRRP_GROUP and
 # have no ports.
 PROTOCOLS = ("udp", "vrrp")
 VRRP_GROUP = "224.0.0.18"
+
+# -- the schema -----------------------------------------------------------
+#
+# Every key a config file can hold is one row here.  The validator below, the
+# CLIs' flags (cli.py), the Ansible modules' argument specs, the inventory's
+# group definitions (plugins/filter/membership.py), the roles' argument specs
+# and docs/config-reference.md are derived from these rows or checked against
+# them by tests/relay/unit/test_schema.py, so an option is added by adding a
+# row, its behaviour and its tests.
+#
+# Fields:
+#   key        the JSON key
+#   place      where it lives: GROUP (an entry of multi_group_array), ENTRY (an
+#              entry of multi_server_info_array), SERVER or CLIENT (top level)
+#   kind       the value's type, which picks its parser: group_ip, unicast_ip,
+#              port, group_port (0 = any port / VRRP), members, interface,
+#              flag (true/false), choice (one of ``choices``)
+#   required   the key must be present (else ``default`` applies)
+#   default    the value when absent (a string describes a computed default)
+#   written    "always", "when set" (absent stays absent) or "not default"
+#              (written back only when not the default, so files in the seed
+#              format round-trip unchanged)
+#   cli        the admin command's flag, or None; "-x/--long" are the seed
+#              tool's flags, "--long" ones are this relay's.  A flag option
+#              also gets "--no-long".
+#   module     the Ansible module option, or None
+#   inventory  the key of a multicast_proxy_groups definition, or None
+#   choices    the allowed values of a choice
+#   help       one line for docs and --help
+Option = collections.namedtuple("Option", "key place kind required default written cli module inventory choices help")
+
+GROUP = "group"
+ENTRY = "entry"
+SERVER = "server"
+CLIENT = "client"
+PLACES = (GROUP, ENTRY, SERVER, CLIENT)
+# The keys whose rules involve other keys (addresses, ports, members); every
+# other row is parsed by its kind alone and copied through by its ``written``.
+CORE_KEYS = ("group_ip", "server_port", "group_port", "member_array", "server_ip")
+KINDS = ("group_ip", "unicast_ip", "port", "group_port", "members", "interface", "flag", "choice")
+
+SCHEMA = (
+    Option("group_ip", GROUP, "group_ip", True, None, "always", "-m/--multiip", "group_ip", "group_ip", None,
+           "the multicast group address, in 224.0.0.0/4"),
+    Option("server_port", GROUP, "port", True, None, "always", "-p/--port", "server_port", "server_port", None,
+           "UDP port the server sends its copies to on every member (the client listens on it)"),
+    Option("group_port", GROUP, "group_port", False, "server_port (0 for VRRP)", "always", "-g/--gport",
+           "group_port", "group_port", None,
+           "UDP port of the group's traffic; 0 is any port (capture mode only) and the only port of VRRP"),
+    Option("member_array", GROUP, "members", True, None, "always", "-j/--join", "members", None, None,
+           "unicast IPv4 addresses of the members that get a copy of every datagram"),
+    Option("interface", GROUP, "interface", False, "the interface of the route to the group", "when set",
+           "--interface", "interface", None, None,
+           "interface the server joins (or captures) the group on"),
+    Option("protocol", GROUP, "choice", False, "udp", "not default", "--protocol", "protocol", "protocol",
+           PROTOCOLS, "what the group carries: udp datagrams or vrrp advertisements (IP protocol 112, 224.0.0.18)"),
+    Option("capture", GROUP, "flag", False, False, "not default", "--capture", "capture", "capture", None,
+           "pick the group's datagrams up from the interface (senders that turn multicast loopback off, "
+           "any port)"),
+    Option("server_ip", ENTRY, "unicast_ip", True, None, "always", "-i/--ip", "server_ip", None, None,
+           "unicast address of the relay server the copies come from"),
+    Option("server_port", ENTRY, "port", True, None, "always", "-s/--sport", "server_port", "server_port", None,
+           "UDP port the copies arrive on"),
+    Option("group_ip", ENTRY, "group_ip", True, None, "always", "-m/--multi_ip", "group_ip", "group_ip", None,
+           "the multicast group the copies are re-delivered to"),
+    Option("group_port", ENTRY, "group_port", True, None, "always", "-g/--gport", "group_port", "group_port", None,
+           "UDP port they are re-delivered to; 0 accepts every port of the group (and is VRRP's)"),
+    Option("protocol", ENTRY, "choice", False, "udp", "not default", "--protocol", "protocol", "protocol",
+           PROTOCOLS, "what the group carries: udp datagrams or vrrp advertisements"),
+    Option("preserve_source", ENTRY, "flag", False, False, "not default", "--preserve-source", "preserve_source",
+           "preserve_source", None,
+           "re-deliver with the original sender's address and port (for applications that check them)"),
+    Option("interface", SERVER, "interface", False, "the interface of the route to each group", "when set",
+           "--set interface=", "interface", None, None,
+           "interface the server joins every group on that names none"),
+    Option("interface", CLIENT, "interface", False, "the interface of the route to each group", "when set",
+           "--set interface=", "interface", None, None,
+           "interface the client re-delivers on"),
+    Option("preserve_source", CLIENT, "flag", False, False, "not default", "--set preserve_source=",
+           "preserve_source", None, None,
+           "preserve_source for every entry"),
+)
+
+
+def schema_rows(place):
+    """The rows of one place (GROUP, ENTRY, SERVER or CLIENT), in file order."""
+    return tuple(option for option in SCHEMA if option.place == place)
+
+
+def schema_keys(place):
+    """The keys a config object at ``place`` may hold."""
+    return tuple(option.key for option in schema_rows(place))
+
+
+def optional_rows(place):
+    """The rows of ``place`` that are parsed by their kind alone (not CORE_KEYS)."""
+    return tuple(option for option in schema_rows(place) if option.key not in CORE_KEYS)
+
+
+def cli_flag_name(option):
+    """The long flag of an option the seed tool did not have ("--capture"), or None."""
+    if not option.cli or not option.cli.startswith("--") or option.cli.startswith("--set "):
+        return None
+    return option.cli[2:]
+
+
+def module_argument_spec(place):
+    """AnsibleModule argument spec entries of the optional rows of ``place``.
+
+    No defaults: an option a task leaves out keeps its current value.
+    """
+    spec = {}
+    for option in optional_rows(place):
+        if option.module is None:
+            continue
+        if option.kind == "flag":
+            spec[option.module] = dict(type="bool")
+        elif option.kind == "choice":
+            spec[option.module] = dict(type="str", choices=list(option.choices))
+        else:
+            spec[option.module] = dict(type="str")
+    return spec
+
+
+def parse_option_text(option, value, what):
+    """An optional row's value from a command line, a module or an inventory.
+
+    Flags take JSON-like booleans or the words true/false/yes/no/on/off/1/0;
+    a choice one of its choices; an interface its name ("" removes it, which
+    callers treat as "unset").
+    """
+    if option.kind == "flag":
+        if isinstance(value, bool):
+            return value
+        words = {"true": True, "yes": True, "on": True, "1": True,
+                 "false": False, "no": False, "off": False, "0": False}
+        if isinstance(value, str) and value.lower() in words:
+            return words[value.lower()]
+        raise ConfigError(what, "%s is not true or false; give true or false" % json.dumps(value))
+    if option.kind == "choice":
+        if value not in option.choices:
+            raise ConfigError(what, "%s is not a %s; use one of %s"
+                              % (json.dumps(value), option.key, ", ".join(option.choices)))
+        return value
+    if option.kind == "interface":
+        if value == "":
+            return ""
+        return parse_interface(value, what)
+    raise ConfigError(what, "%s options cannot be set this way" % option.kind)
+
+
+_GROUP_KEYS = schema_keys(GROUP)
+_CLIENT_ENTRY_KEYS = schema_keys(ENTRY)
 _MEMBER_MODES = ("exact", "add", "remove")
 # Linux interface names are at most IFNAMSIZ - 1 = 15 bytes.
 _MAX_IFNAME = 15
@@ -197,6 +349,43 @@ def _parse_flag(obj, key, path):
     return obj[key]
 
 
+def _config_value(option, value, path):
+    """An optional row's value as a config file holds it (JSON types, no words)."""
+    if option.kind == "flag":
+        if not isinstance(value, bool):
+            raise ConfigError(path, "expected true or false, found %s" % _json_type(value))
+        return value
+    if option.kind == "choice":
+        if value not in option.choices:
+            raise ConfigError(path, "%s is not a valid %s; use one of %s"
+                              % (json.dumps(value), option.key, ", ".join(json.dumps(c) for c in option.choices)))
+        return value
+    if option.kind == "interface":
+        return parse_interface(value, path)
+    raise ConfigError(path, "no parser for %s values" % option.kind)
+
+
+def _copy_optional(obj, normalized, place, prefix, parsed=None):
+    """Add the optional rows of ``place`` that ``obj`` holds to ``normalized``, in schema order.
+
+    ``parsed`` holds values the cross-key rules have already worked out (the
+    protocol, say); the others are parsed by their kind.  ``written`` decides
+    what is written back.
+    """
+    parsed = parsed or {}
+    for option in optional_rows(place):
+        if option.key in parsed:
+            value = parsed[option.key]
+        elif option.key in obj:
+            value = _config_value(option, obj[option.key], prefix + option.key)
+        else:
+            continue
+        if value is None or (option.written == "not default" and value == option.default):
+            continue
+        normalized[option.key] = value
+    return normalized
+
+
 def _protocol_and_group_port(obj, path, default_port, any_port_error):
     """The protocol of a group or client entry and its group port (0 = any port).
 
@@ -288,20 +477,14 @@ def _validate_group(group, path, known_members):
         "group_port": group_port,
         "member_array": _validate_members(members, members_path, known_members),
     }
-    if "interface" in group:
-        normalized["interface"] = parse_interface(group["interface"], path + ".interface")
     # Written back only when not the default, so seed-format files round-trip unchanged.
-    if protocol != "udp":
-        normalized["protocol"] = protocol
-    if capture:
-        normalized["capture"] = True
-    return normalized
+    return _copy_optional(group, normalized, GROUP, path + ".", {"protocol": protocol, "capture": capture})
 
 
 def validate_server_config(obj):
     """Return a normalized deep copy of a server config or raise ConfigError."""
     _require_dict(obj, "(top level)", '{"multi_group_array": [...]}')
-    _reject_unknown_keys(obj, (SERVER_TOP_KEY, "interface"), "")
+    _reject_unknown_keys(obj, (SERVER_TOP_KEY,) + schema_keys(SERVER), "")
     groups = obj.get(SERVER_TOP_KEY, [])
     _require_list(groups, SERVER_TOP_KEY)
     if len(groups) > MAX_GROUPS:
@@ -317,10 +500,7 @@ def validate_server_config(obj):
                               % (normalized["group_ip"], SERVER_TOP_KEY, seen[normalized["group_ip"]]))
         seen[normalized["group_ip"]] = index
         normalized_groups.append(normalized)
-    result = {SERVER_TOP_KEY: normalized_groups}
-    if "interface" in obj:
-        result["interface"] = parse_interface(obj["interface"], "interface")
-    return result
+    return _copy_optional(obj, {SERVER_TOP_KEY: normalized_groups}, SERVER, "")
 
 
 def _client_entry_key(entry):
@@ -330,7 +510,7 @@ def _client_entry_key(entry):
 def validate_client_config(obj):
     """Return a normalized deep copy of a client config or raise ConfigError."""
     _require_dict(obj, "(top level)", '{"multi_server_info_array": [...]}')
-    _reject_unknown_keys(obj, (CLIENT_TOP_KEY, "interface", "preserve_source"), "")
+    _reject_unknown_keys(obj, (CLIENT_TOP_KEY,) + schema_keys(CLIENT), "")
     entries = obj.get(CLIENT_TOP_KEY, [])
     _require_list(entries, CLIENT_TOP_KEY)
     if len(entries) > MAX_CLIENT_ENTRIES:
@@ -350,22 +530,14 @@ def validate_client_config(obj):
         # A client entry with group port 0 accepts every port of the group
         # (from a server group in capture mode with group port 0).
         protocol, normalized["group_port"] = _protocol_and_group_port(entry, path, None, None)
-        if protocol != "udp":
-            normalized["protocol"] = protocol
-        if _parse_flag(entry, "preserve_source", path + "."):
-            normalized["preserve_source"] = True
+        _copy_optional(entry, normalized, ENTRY, path + ".", {"protocol": protocol})
         key = _client_entry_key(normalized)
         if key in seen:
             raise ConfigError(path, "server %s, group %s:%d is already listed at %s[%d]; remove the duplicate"
                               % (key[0], key[1], key[2], CLIENT_TOP_KEY, seen[key]))
         seen[key] = index
         normalized_entries.append(normalized)
-    result = {CLIENT_TOP_KEY: normalized_entries}
-    if "interface" in obj:
-        result["interface"] = parse_interface(obj["interface"], "interface")
-    if _parse_flag(obj, "preserve_source", ""):
-        result["preserve_source"] = True
-    return result
+    return _copy_optional(obj, {CLIENT_TOP_KEY: normalized_entries}, CLIENT, "")
 
 
 def _object_builder():
@@ -518,14 +690,41 @@ def _edited_members(current, members, member_mode, group_ip):
     return [m for m in current if m not in members]
 
 
-def server_set_group(cfg, group_ip, server_port, group_port, members, member_mode="exact", interface=None):
+def _apply_options(entry, place, options, what_prefix=""):
+    """Set the optional rows of ``place`` given in ``options`` on ``entry`` (a dict edited in place).
+
+    ``options`` maps keys of ``optional_rows(place)`` to a value from a
+    command line or a module: None keeps the current value, a flag's false,
+    a choice's default or an interface's "" remove the key (the default
+    applies), anything else is parsed by the row's kind.  The result is
+    validated by the caller.
+    """
+    rows = dict((option.key, option) for option in optional_rows(place))
+    for key, value in sorted((options or {}).items()):
+        option = rows.get(key)
+        if option is None:
+            raise ConfigError(what_prefix + key, "not a setting here; settings are %s" % ", ".join(sorted(rows)))
+        if value is None:
+            continue
+        value = parse_option_text(option, value, what_prefix + key)
+        if value == "" or value is False or value == option.default:
+            entry.pop(key, None)
+        else:
+            entry[key] = value
+
+
+def server_set_group(cfg, group_ip, server_port, group_port, members, member_mode="exact", interface=None,
+                     options=None):
     """Create or update one group; the general form of every server edit.
 
     ``server_port`` is required when the group is new; ``group_port`` defaults
-    to the server port for a new group.  ``None`` keeps the current value.
-    ``members`` is applied per ``member_mode``: "exact" replaces the list,
-    "add" appends missing ones, "remove" drops them (unknown ones are an error);
-    ``None`` leaves the members as they are.
+    to the server port for a new group (0 for a VRRP group).  ``None`` keeps
+    the current value.  ``members`` is applied per ``member_mode``: "exact"
+    replaces the list, "add" appends missing ones, "remove" drops them
+    (unknown ones are an error); ``None`` leaves the members as they are.
+    ``options`` sets the group's other settings (``protocol``, ``capture``,
+    ...; see ``_apply_options``); ``interface`` is one of them, kept as an
+    argument of its own for callers written before the schema.
     """
     if member_mode not in _MEMBER_MODES:
         raise ConfigError("member_mode", "%s is not a member mode; use one of %s"
@@ -543,20 +742,24 @@ def server_set_group(cfg, group_ip, server_port, group_port, members, member_mod
         group = {"group_ip": group_ip, "server_port": None, "group_port": None, "member_array": []}
         new_cfg[SERVER_TOP_KEY].append(group)
         if group_port is None:
-            group_port = server_port
+            group_port = 0 if (options or {}).get("protocol") == "vrrp" else server_port
+    _optional_interface(group, interface, "interface")
+    _apply_options(group, GROUP, options)
     if server_port is not None:
         group["server_port"] = parse_port(server_port, "server_port")
     if group_port is not None:
-        group["group_port"] = parse_port(group_port, "group_port")
+        # 0 (any port) only where the relay can see any port: VRRP and capture groups.
+        any_port = group.get("protocol") == "vrrp" or group.get("capture")
+        group["group_port"] = _entry_group_port(group_port, "group_port") if any_port else \
+            parse_port(group_port, "group_port")
     if not keep_members:
         group["member_array"] = _edited_members(group["member_array"], members, member_mode, group_ip)
-    _optional_interface(group, interface, "interface")
     return validate_server_config(new_cfg)
 
 
-def server_add(cfg, group_ip, members, server_port=None, group_port=None, interface=None):
-    """``multis_admin -A -m G -j ... -p PORT``: create a group or add members / change ports."""
-    return server_set_group(cfg, group_ip, server_port, group_port, members, "add", interface)
+def server_add(cfg, group_ip, members, server_port=None, group_port=None, interface=None, options=None):
+    """``multis_admin -A -m G -j ... -p PORT``: create a group or add members / change ports and settings."""
+    return server_set_group(cfg, group_ip, server_port, group_port, members, "add", interface, options)
 
 
 def server_quit(cfg, group_ip, members):
@@ -594,22 +797,41 @@ def client_find(cfg, server_ip=None, group_port=None, group_ip=None):
             and (group_ip is None or entry["group_ip"] == group_ip)]
 
 
-def client_add(cfg, server_ip, group_port, server_port, group_ip):
-    """``multic_admin -A``: add an entry; the same (server_ip, group_ip, group_port) updates server_port."""
+def client_add(cfg, server_ip, group_port, server_port, group_ip, options=None):
+    """``multic_admin -A``: add an entry; the same (server_ip, group_ip, group_port) updates it.
+
+    ``options`` sets the entry's other settings (``protocol``,
+    ``preserve_source``, ...; see ``_apply_options``); for an existing entry
+    None keeps what it has.
+    """
     entry = {
         "server_ip": parse_unicast_ip(server_ip, "server_ip"),
         "server_port": parse_port(server_port, "server_port"),
         "group_ip": parse_group_ip(group_ip, "group_ip"),
-        "group_port": parse_port(group_port, "group_port"),
+        # 0 is the port of a VRRP entry; a UDP entry names its port.
+        "group_port": _entry_group_port(group_port, "group_port") if (options or {}).get("protocol") == "vrrp"
+        else parse_port(group_port, "group_port"),
     }
     new_cfg = validate_client_config(cfg)
     for existing in new_cfg[CLIENT_TOP_KEY]:
         if _client_entry_key(existing) == _client_entry_key(entry):
             existing["server_port"] = entry["server_port"]
+            entry = existing
             break
     else:
         new_cfg[CLIENT_TOP_KEY].append(entry)
+    _apply_options(entry, ENTRY, options)
     return validate_client_config(new_cfg)
+
+
+def set_settings(cfg, place, settings):
+    """``multis_admin/multic_admin --set KEY=VALUE``: change top-level settings (``place`` SERVER or CLIENT)."""
+    if place not in (SERVER, CLIENT):
+        raise ConfigError("place", "%s is not a config with top-level settings; use %s or %s"
+                          % (json.dumps(place), SERVER, CLIENT))
+    new_cfg = (validate_server_config if place == SERVER else validate_client_config)(cfg)
+    _apply_options(new_cfg, place, settings)
+    return (validate_server_config if place == SERVER else validate_client_config)(new_cfg)
 
 
 def client_delete(cfg, server_ip, group_port, group_ip=None):

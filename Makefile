@@ -11,7 +11,7 @@ SHELL := /bin/bash
 RELEASES ?= bookworm
 SCENARIOS ?= default membership vrrp
 
-.PHONY: help demo test bootstrap unit pyversions modules netns lint sanity molecule molecule-matrix images clean
+.PHONY: help demo test bootstrap unit pyversions modules netns lint sanity molecule molecule-matrix images changelog clean
 
 help:
 	@echo "make demo             deploy the relay onto a local container fleet and show it carries multicast"
@@ -21,6 +21,7 @@ help:
 	@echo "make molecule         molecule scenarios ($(SCENARIOS)) on RELEASES=$(RELEASES)"
 	@echo "make molecule-matrix  the default scenario on bullseye, bookworm and trixie"
 	@echo "make images           build the Debian test images (cached)"
+	@echo "make changelog        fold changelogs/fragments into the release of galaxy.yml's version (CHANGELOG.md)"
 	@echo "make clean            remove build output and any fleet left by an interrupted run"
 
 bootstrap:
@@ -43,6 +44,19 @@ molecule-matrix: bootstrap
 
 images: bootstrap
 	scripts/build-images.sh $(RELEASES)
+
+# At release time, after setting galaxy.yml's version: lint the fragments, add
+# them to changelogs/changelog.yaml as that version's section (new modules,
+# plugins and roles are found with ansible-doc, hence the collection path that
+# scripts/run-lint.sh also uses) and render CHANGELOG.md. Needs only .venv.
+# Re-runnable: the section is rebuilt from the fragments and from a fresh
+# ansible-doc scan each time (changelogs/config.yaml, --reload-plugins).
+changelog:
+	.venv/bin/antsibull-changelog lint
+	mkdir -p .cache/lint-collections/ansible_collections/multicast
+	ln -sfn "$(CURDIR)" .cache/lint-collections/ansible_collections/multicast/proxy
+	PATH="$(CURDIR)/.venv/bin:$$PATH" ANSIBLE_COLLECTIONS_PATH="$(CURDIR)/.cache/lint-collections" \
+		.venv/bin/antsibull-changelog release --reload-plugins
 
 # Fleets are named mcp-*; an interrupted run may leave one behind.
 clean:

@@ -27,6 +27,11 @@ _FLAG_OF_FIELD = {
     "server": {"group_ip": "-m", "member_array": "-j/-q", "server_port": "-p", "group_port": "-g"},
     "client": {"server_ip": "-i", "group_port": "-g", "server_port": "-s", "group_ip": "-m"},
 }
+# The schema's other options of -A: their long flag (--set KEY= names its own).
+for _place, _side_name in ((config.GROUP, "server"), (config.ENTRY, "client")):
+    for _option in config.optional_rows(_place):
+        if _option.cli:
+            _FLAG_OF_FIELD[_side_name].setdefault(_option.key, _option.cli)
 
 
 class CommandFailed(Exception):
@@ -75,10 +80,14 @@ def write_atomically(path, text, err=None):
 
 
 def _edit_function(action):
+    if action.command == "set":
+        place = config.SERVER if action.program == cli.SERVER else config.CLIENT
+        return lambda cfg: config.set_settings(cfg, place, action.settings)
     if action.program == cli.SERVER:
         if action.command == "add":
             return lambda cfg: config.server_add(cfg, action.group_ip, action.members or [],
-                                                 server_port=action.port, group_port=action.group_port)
+                                                 server_port=action.port, group_port=action.group_port,
+                                                 options=action.options)
         if action.command == "quit":
             return lambda cfg: config.server_quit(cfg, action.group_ip, action.members)
         if action.command == "delete":
@@ -86,7 +95,7 @@ def _edit_function(action):
         return lambda cfg: config.empty_server_config()
     if action.command == "add":
         return lambda cfg: config.client_add(cfg, action.server_ip, action.group_port, action.server_port,
-                                             action.group_ip)
+                                             action.group_ip, options=action.options)
     if action.command == "delete":
         return lambda cfg: config.client_delete(cfg, action.server_ip, action.group_port, action.group_ip)
     return lambda cfg: config.empty_client_config()
@@ -99,12 +108,17 @@ def _edit_file(action, side, directory, out, err=None):
     try:
         new = _edit_function(action)(current)
     except config.ConfigError as exc:
-        flag = _FLAG_OF_FIELD[side].get(exc.path)
+        if action.command == "set":
+            flag = "--set %s=" % exc.path if exc.path in (action.settings or {}) else None
+        else:
+            flag = _FLAG_OF_FIELD[side].get(exc.path)
         where = "%s (%s)" % (flag, exc.path) if flag else exc.path
         raise CommandFailed(EXIT_USAGE, "%s: %s\nNothing was changed." % (where, exc.problem))
-    # -C keeps the top-level interface setting: it clears groups, not host facts.
-    if action.command == "clear" and current.get("interface"):
-        new["interface"] = current["interface"]
+    # -C keeps the top-level settings (interface, ...): it clears groups, not host facts.
+    if action.command == "clear":
+        for option in config.optional_rows(config.SERVER if side == "server" else config.CLIENT):
+            if option.key in current:
+                new[option.key] = current[option.key]
     if new == current and os.path.exists(path):
         out.write("%s unchanged\n" % path)
         return
@@ -270,9 +284,10 @@ def run_stats(action, directory, out):
                                     % action.group_ip)
         if action.json:
             _dump_json({"side": "server", "started": reply["started"], "auth": reply.get("auth"),
-                        "groups": groups}, out)
+                        "auth_status": reply.get("auth_status"), "groups": groups}, out)
             return EXIT_OK
         write_server_stats(groups, out)
+        write_auth_status(reply.get("auth_status"), out)
         return EXIT_OK
     entries = reply["entries"]
     if action.server_ip is not None:
@@ -283,9 +298,11 @@ def run_stats(action, directory, out):
                                 % (action.server_ip, port))
     if action.json:
         _dump_json({"side": "client", "started": reply["started"], "auth": reply.get("auth"),
-                    "drops": reply["drops"], "listen_errors": reply["listen_errors"], "entries": entries}, out)
+                    "auth_status": reply.get("auth_status"), "drops": reply["drops"],
+                    "listen_errors": reply["listen_errors"], "entries": entries}, out)
         return EXIT_OK
     write_client_stats(entries, reply["drops"], reply["listen_errors"], out)
+    write_auth_status(reply.get("auth_status"), out)
     return EXIT_OK
 
 
@@ -315,6 +332,24 @@ def write_client_stats(entries, drops, listen_errors, out):
     out.write("drops: %s\n" % (" ".join("%s=%d" % (k, v) for k, v in sorted(drops.items()))))
     for message in listen_errors:
         out.write("error: %s\n" % message)
+
+
+def write_auth_status(status, out):
+    """One line on authentication (the stats reply's ``auth_status``), and one more for unchecked tags."""
+    if not status:
+        return
+    if status["refusing"]:
+        out.write("authentication: REQUIRED but the keys cannot be loaded, NOTHING is relayed: %s "
+                  "(%d failed key loads; fix the key file and reload)\n" % (status["error"], status["load_failures"]))
+    else:
+        state = "on" if status["keys"] else "off"
+        failures = status["load_failures"]
+        required = ", required" if status["required"] else ""
+        counted = ", %d failed key loads since the start" % failures if failures else ""
+        out.write("authentication: %s%s%s\n" % (state, required, counted))
+    if status.get("unverified"):
+        out.write("authentication: %d tagged frames were delivered unchecked: this client has no key file\n"
+                  % status["unverified"])
 
 
 def run_check_config(action, out):
@@ -370,6 +405,7 @@ def run_reload_list(action, directory, out, stdin):
         write_server_stats(reply["groups"], out)
     else:
         write_client_stats(reply["entries"], reply["drops"], reply["listen_errors"], out)
+    write_auth_status(reply.get("auth_status"), out)
     return EXIT_OK
 
 
@@ -402,7 +438,7 @@ def execute(action, directory=None, out=None, err=None, stdin=None):
             return doctor.run(_side(action.program), directory, out, as_json=action.json)
         if action.command == "run":
             return run_daemon(action.program, directory)
-        if action.command in ("add", "quit", "delete", "clear"):
+        if action.command in ("add", "quit", "delete", "clear", "set"):
             return run_edit(action, directory, out, err)
         if action.command == "show":
             return run_show(action, directory, out)

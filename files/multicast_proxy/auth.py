@@ -10,9 +10,10 @@ module or its callers contains one.
 import hashlib
 import hmac
 import os
+import socket
 import stat
 
-from . import relay_config as config, frame
+from . import relay_config as config, relay_contract as contract, frame
 
 TAG_LEN = frame.TAG_LEN
 # A key file is a few hundred bytes; refuse to slurp anything absurd.
@@ -25,6 +26,26 @@ _BLOCK = 64
 
 def key_file_path(directory):
     return os.path.join(directory, config.AUTH_KEYS_NAME)
+
+
+def required_path(directory):
+    return os.path.join(directory, contract.AUTH_REQUIRED_NAME)
+
+
+def auth_required(directory):
+    """True when the marker ``auth_required`` is in ``directory``: keys are then required.
+
+    Any kind of file counts, a dangling symlink too, and so does a marker
+    that cannot be looked up (the directory unreadable): in doubt the daemon
+    refuses rather than relays unchecked.
+    """
+    try:
+        os.lstat(required_path(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def read_key_file(path):
@@ -67,9 +88,19 @@ def read_key_file(path):
     return config.load_auth_keys(text, path)
 
 
-def compute_tag(secret, data):
-    """The 16-byte tag of a frame's header and payload (reference form, used by tests and tools)."""
-    return hmac.new(secret, data, hashlib.sha256).digest()[:TAG_LEN]
+def server_identity(server_ip):
+    """The 4 bytes that bind a tag to the server that sent the frame: its IPv4 address, network order."""
+    return socket.inet_aton(server_ip)
+
+
+def compute_tag(secret, server_ip, data):
+    """The 16-byte tag of a frame's header and payload sent by ``server_ip`` (reference form, for tests and tools).
+
+    The MAC covers the server's address (as the member receives the frame
+    from it) before the frame: a frame one server sent does not verify under
+    another server's address (docs/frame-format.md).
+    """
+    return hmac.new(secret, server_identity(server_ip) + bytes(data), hashlib.sha256).digest()[:TAG_LEN]
 
 
 def describe(keys):
@@ -97,8 +128,10 @@ class _Keyed:
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in secret))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in secret))
 
-    def tag(self, data):
+    def tag(self, server, data):
+        """The tag of ``data`` sent by ``server`` (``server_identity``)."""
         inner = self._inner.copy()
+        inner.update(server)
         inner.update(data)
         outer = self._outer.copy()
         outer.update(inner.digest())
@@ -106,7 +139,7 @@ class _Keyed:
 
 
 class Signer:
-    """Appends tags made with the send key."""
+    """The send key; ``bound`` gives the signer of one server address."""
 
     __slots__ = ("key_id", "_keyed")
 
@@ -114,10 +147,26 @@ class Signer:
         self.key_id = keys["send_key_id"]
         self._keyed = _Keyed(keys["keys"][self.key_id])
 
+    def bound(self, server_ip):
+        """A BoundSigner whose tags say that ``server_ip`` sent the frame."""
+        return BoundSigner(self.key_id, self._keyed, server_identity(server_ip), server_ip)
+
+
+class BoundSigner:
+    """Appends tags made with the send key for frames sent from one server address."""
+
+    __slots__ = ("key_id", "_keyed", "_server", "server_ip")
+
+    def __init__(self, key_id, keyed, server, server_ip):
+        self.key_id = key_id
+        self._keyed = keyed
+        self._server = server
+        self.server_ip = server_ip
+
     def sign_into(self, view, length):
         """Write the tag of ``view[:length]`` at ``view[length:]``; returns the tagged frame length."""
         end = length + TAG_LEN
-        view[length:end] = self._keyed.tag(view[:length])
+        view[length:end] = self._keyed.tag(self._server, view[:length])
         return end
 
 
@@ -133,18 +182,19 @@ class Verifier:
         before = previous.accepted if previous is not None else {}
         self.accepted = dict((key_id, before.get(key_id, 0)) for key_id in keys["keys"])
 
-    def check(self, view, flags, key_id, payload_end):
+    def check(self, view, flags, key_id, payload_end, server):
         """None when the frame carries a valid tag, else the drop reason.
 
         ``payload_end`` is where the tag starts (what ``frame.parse_from``
-        returns); the tag covers ``view[:payload_end]``.
+        returns); the tag covers ``server`` (``server_identity`` of the
+        address the frame came from) and ``view[:payload_end]``.
         """
         if not flags & frame.FLAG_TAG:
             return "auth_missing"
         keyed = self._keyed.get(key_id)
         if keyed is None:
             return "auth_unknown_key"
-        if not hmac.compare_digest(keyed.tag(view[:payload_end]), view[payload_end:payload_end + TAG_LEN]):
+        if not hmac.compare_digest(keyed.tag(server, view[:payload_end]), view[payload_end:payload_end + TAG_LEN]):
             return "auth_bad"
         return None
 

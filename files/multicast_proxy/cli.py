@@ -7,6 +7,8 @@ dashes that a word processor turned into an en dash (``–q``).
 
 from collections import namedtuple
 
+from . import relay_config as config
+
 SERVER = "multis_admin"
 CLIENT = "multic_admin"
 SERVER_RELOAD = "server_reload_list"
@@ -16,10 +18,11 @@ COMMANDS = (SERVER, CLIENT, SERVER_RELOAD, CLIENT_RELOAD)
 RELOAD_PROMPT = "please input command[reload or list]#"
 
 SERVER_USAGE = {
-    "add": "multis_admin -A -m {multi_ip} -j {ip1,ip2,ip3...} -p port [-g group_port]",
+    "add": "multis_admin -A -m {multi_ip} -j {ip1,ip2,ip3...} -p port [-g group_port]%(group_options)s",
     "quit": "multis_admin -A -m {multi_ip} -q {ip1,ip2,ip3...}",
     "delete": "multis_admin -D -m {multi_ip}",
     "clear": "multis_admin -C",
+    "set": "multis_admin --set KEY=VALUE [--set KEY=VALUE ...]",
     "stats": "multis_admin -P [-m {multi_ip}] [--json]",
     "list": "multis_admin -L -m {multi_ip} [--json]",
     "show": "multis_admin -S [--json]",
@@ -31,9 +34,10 @@ SERVER_USAGE = {
 }
 
 CLIENT_USAGE = {
-    "add": "multic_admin -A -i {ip} -g {groupport} -s {serverport} -m {multi_ip}",
+    "add": "multic_admin -A -i {ip} -g {groupport} -s {serverport} -m {multi_ip}%(entry_options)s",
     "delete": "multic_admin -D -i {ip} -g {groupport} [-m {multi_ip}]",
     "clear": "multic_admin -C",
+    "set": "multic_admin --set KEY=VALUE [--set KEY=VALUE ...]",
     "stats": "multic_admin -P [-i {ip} -g {groupport}] [--json]",
     "list": "multic_admin -L [--json]",
     "help": "multic_admin -H",
@@ -44,10 +48,11 @@ CLIENT_USAGE = {
 }
 
 SERVER_HELP = """Usage:
-multis_admin -A -m {multi_ip} -j {ip1,ip2,ip3...} -p port [-g group_port]
+multis_admin -A -m {multi_ip} -j {ip1,ip2,ip3...} -p port [-g group_port]%(group_options)s
 multis_admin -A -m {multi_ip} -q {ip1,ip2,ip3...}
 multis_admin -D -m {multi_ip}
 multis_admin -C
+multis_admin --set KEY=VALUE [--set KEY=VALUE ...]
 multis_admin -P [-m {multi_ip}] [--json]
 multis_admin -L -m {multi_ip} [--json]
 multis_admin -S [--json]
@@ -70,6 +75,7 @@ Options:
 -m/--multiip multicast ip
 -p/--port server port
 -g/--gport multicast group port (default: the server port)
+%(group_option_help)s--set KEY=VALUE change a setting of the whole config (KEY=  removes it): %(server_settings)s
 --json machine-readable output of -P, -L, -S
 --check-config FILE validate a server config file
 --check-auth FILE validate an authentication key file (auth_keys.json)
@@ -78,9 +84,10 @@ Files are in $MULTICAST_CONF_DIR (default /etc/multicast).
 """
 
 CLIENT_HELP = """Usage:
-multic_admin -A -i {ip} -g {groupport} -s {serverport} -m {multi_ip}
+multic_admin -A -i {ip} -g {groupport} -s {serverport} -m {multi_ip}%(entry_options)s
 multic_admin -D -i {ip} -g {groupport} [-m {multi_ip}]
 multic_admin -C
+multic_admin --set KEY=VALUE [--set KEY=VALUE ...]
 multic_admin -P [-i {ip} -g {groupport}] [--json]
 multic_admin -L [--json]
 multic_admin -H
@@ -100,6 +107,7 @@ Options:
 -g/--gport udp port, the multicast port
 -s/--sport server port
 -m/--multi_ip multicast ip
+%(entry_option_help)s--set KEY=VALUE change a setting of the whole config (KEY=  removes it): %(client_settings)s
 --json machine-readable output of -P, -L
 --check-config FILE validate a client config file
 --check-auth FILE validate an authentication key file (auth_keys.json)
@@ -107,15 +115,92 @@ Options:
 Files are in $MULTICAST_CONF_DIR (default /etc/multicast).
 """
 
+
+def _option_flags(place):
+    """The long flags of the optional schema rows of ``place``: name -> (key, takes a value, fixed value).
+
+    A flag row ``--capture`` also gets ``--no-capture``; every other row takes
+    a value (``--protocol vrrp``).
+    """
+    flags = {}
+    for option in config.optional_rows(place):
+        name = config.cli_flag_name(option)
+        if name is None:
+            continue
+        if option.kind == "flag":
+            flags[name] = (option.key, False, True)
+            flags["no-" + name] = (option.key, False, False)
+        else:
+            flags[name] = (option.key, True, None)
+    return flags
+
+
+_METAVARS = {"interface": "NAME"}
+
+
+def _option_usage(place):
+    """`` [--protocol udp|vrrp] [--capture]``: the optional flags of a usage line."""
+    parts = []
+    for option in config.optional_rows(place):
+        name = config.cli_flag_name(option)
+        if name is None:
+            continue
+        if option.kind == "flag":
+            parts.append("[--%s]" % name)
+        elif option.kind == "choice":
+            parts.append("[--%s %s]" % (name, "|".join(option.choices)))
+        else:
+            parts.append("[--%s %s]" % (name, _METAVARS.get(option.kind, option.kind.upper())))
+    return "".join(" " + part for part in parts)
+
+
+def _option_help(place):
+    lines = []
+    for option in config.optional_rows(place):
+        name = config.cli_flag_name(option)
+        if name is None:
+            continue
+        if option.kind == "flag":
+            lines.append("--%s/--no-%s %s (default: off)\n" % (name, name, option.help))
+        elif option.kind == "choice":
+            lines.append("--%s {%s} %s (default: %s)\n" % (name, ",".join(option.choices), option.help,
+                                                           option.default))
+        else:
+            lines.append("--%s %s %s (default: %s)\n" % (name, _METAVARS.get(option.kind, option.kind.upper()),
+                                                         option.help, option.default))
+    return "".join(lines)
+
+
+def _settings_list(place):
+    return ", ".join("%s (%s)" % (option.key, option.help) for option in config.optional_rows(place))
+
+
+_TEMPLATE_VALUES = {
+    "group_options": _option_usage(config.GROUP),
+    "entry_options": _option_usage(config.ENTRY),
+    "group_option_help": _option_help(config.GROUP),
+    "entry_option_help": _option_help(config.ENTRY),
+    "server_settings": _settings_list(config.SERVER),
+    "client_settings": _settings_list(config.CLIENT),
+}
+SERVER_USAGE = dict((command, line % _TEMPLATE_VALUES) for command, line in SERVER_USAGE.items())
+CLIENT_USAGE = dict((command, line % _TEMPLATE_VALUES) for command, line in CLIENT_USAGE.items())
+SERVER_HELP = SERVER_HELP % _TEMPLATE_VALUES
+CLIENT_HELP = CLIENT_HELP % _TEMPLATE_VALUES
+_SERVER_OPTION_FLAGS = _option_flags(config.GROUP)
+_CLIENT_OPTION_FLAGS = _option_flags(config.ENTRY)
+
 RELOAD_HELP = """Usage:
 {0}            prompt: please input command[reload or list]#
 {0} reload     re-read the config file and apply it to the running daemon
 {0} list       show the running daemon's packet statistics
 """
 
+# ``options``: the schema options of -A ({"protocol": "vrrp", "capture": True});
+# ``settings``: the --set pairs ({"interface": "eth1"}).  None when not given.
 Action = namedtuple("Action", "program command group_ip members server_ip port group_port "
-                              "server_port json file")
-Action.__new__.__defaults__ = (None,) * 8 + (False, None)
+                              "server_port json file options settings")
+Action.__new__.__defaults__ = (None,) * 8 + (False, None, None, None)
 
 
 class UsageError(Exception):
@@ -142,10 +227,12 @@ _CLIENT_FLAGS = (
     ("m", "multi_ip", "group_ip", True),
 )
 _EXTRA_LONG = (("json", "json", False), ("check-config", "file", True), ("check-auth", "auth_file", True),
-               ("doctor", "doctor", False))
+               ("doctor", "doctor", False), ("set", "set", True))
 # Options that are a command of their own and name the file it reads.
 _FILE_COMMANDS = {"file": "check_config", "auth_file": "check_auth"}
-_COMMAND_WORDS = ("add", "delete", "clear", "stats", "show", "list", "run", "help", "doctor")
+_COMMAND_WORDS = ("add", "delete", "clear", "stats", "show", "list", "run", "help", "doctor", "set")
+# Field names of the schema options in the tokenizer's output.
+_OPTION_PREFIX = "option:"
 
 # For each command: (options it needs, options it may take).  -A on the
 # server is special-cased: it is "add" or "quit" depending on -j / -q.
@@ -154,6 +241,7 @@ _SERVER_RULES = {
     "quit": (("group_ip", "quit"), ()),
     "delete": (("group_ip",), ()),
     "clear": ((), ()),
+    "set": ((), ()),
     "stats": ((), ("group_ip", "json")),
     "show": ((), ("json",)),
     "list": (("group_ip",), ("json",)),
@@ -167,6 +255,7 @@ _CLIENT_RULES = {
     "add": (("server_ip", "group_port", "server_port", "group_ip"), ()),
     "delete": (("server_ip", "group_port"), ("group_ip",)),
     "clear": ((), ()),
+    "set": ((), ()),
     "stats": ((), ("server_ip", "group_port", "json")),
     "list": ((), ("json",)),
     "run": ((), ()),
@@ -197,8 +286,9 @@ def _flag_label(flags, field):
     return field
 
 
-def _tokenize(program, argv, flags, usage_all):
-    """Yield (field, value, label) for every option in argv."""
+def _tokenize(program, argv, flags, usage_all, option_flags=None):
+    """Yield (field, value, label) for every option in argv; schema options as ("option:<key>", value, label)."""
+    option_flags = option_flags or {}
     short_map = dict((f[0], f) for f in flags)
     long_map = dict((f[1], f) for f in flags)
     extra = dict((f[0], f) for f in _EXTRA_LONG)
@@ -213,10 +303,14 @@ def _tokenize(program, argv, flags, usage_all):
             continue
         if arg.startswith("--") and len(arg) > 2:
             name, eq, inline = arg[2:].partition("=")
+            fixed = None
             if name in long_map:
                 _short, _long, field, takes = long_map[name]
             elif name in extra:
                 _long, field, takes = extra[name]
+            elif name in option_flags:
+                key, takes, fixed = option_flags[name]
+                field = _OPTION_PREFIX + key
             else:
                 raise UsageError("unknown option %s" % arg, usage_all)
             if takes:
@@ -229,6 +323,8 @@ def _tokenize(program, argv, flags, usage_all):
                     raise UsageError("%s needs a value" % arg, usage_all)
             elif eq:
                 raise UsageError("%s takes no value" % ("--" + name), usage_all)
+            else:
+                value = fixed
             yield field, value, "--" + name
         elif arg.startswith("-") and len(arg) > 1:
             letters = arg[1:]
@@ -262,13 +358,36 @@ def parse_admin(program, argv):
     command_label = None
     values = {}
     labels = {}
-    for field, value, label in _tokenize(program, argv, flags, usage_all):
+    options = {}
+    settings = {}
+    option_flags = _SERVER_OPTION_FLAGS if is_server else _CLIENT_OPTION_FLAGS
+    place = config.SERVER if is_server else config.CLIENT
+    for field, value, label in _tokenize(program, argv, flags, usage_all, option_flags):
+        if field.startswith(_OPTION_PREFIX):
+            key = field[len(_OPTION_PREFIX):]
+            if key in options:
+                raise UsageError("%s is given twice (or with its --no- form)" % label, usage_all)
+            options[key] = value
+            labels[field] = label
+            continue
+        if field == "set":
+            key, eq, setting = value.partition("=")
+            known = config.schema_keys(place)
+            if not eq or key not in known:
+                raise UsageError("--set %s: give KEY=VALUE with KEY one of %s (KEY= removes the setting)"
+                                 % (value, ", ".join(known)), usages["set"])
+            if key in settings:
+                raise UsageError("--set %s= is given twice" % key, usages["set"])
+            settings[key] = setting
+            labels["set"] = label
         if field in _COMMAND_WORDS or field in _FILE_COMMANDS:
             word = _FILE_COMMANDS.get(field, field)
             if command is not None and command != word:
                 raise UsageError("%s and %s cannot be used together; give one command" % (command_label, label),
                                  usage_all)
             command, command_label = word, label
+            if field == "set":
+                continue
             if field in _FILE_COMMANDS:
                 values["file"] = value
             continue
@@ -284,9 +403,13 @@ def parse_admin(program, argv):
     if command == "help":
         return Action(program, "help")
     if is_server and command == "add" and "quit" in values:
-        if "join" in values or "port" in values or "group_port" in values:
-            raise UsageError("-q/--quit cannot be combined with -j, -p or -g", usages["quit"])
+        if "join" in values or "port" in values or "group_port" in values or options:
+            raise UsageError("-q/--quit cannot be combined with -j, -p, -g or a group setting", usages["quit"])
         command = "quit"
+    if options and command != "add":
+        first = sorted(labels[_OPTION_PREFIX + key] for key in options)[0]
+        raise UsageError("%s is not used with %s (group settings go with -A)" % (first, command_label),
+                         usages[command])
     required, optional = rules[command]
     usage = usages[command]
     for field in required:
@@ -295,15 +418,18 @@ def parse_admin(program, argv):
     for field in values:
         if field not in required and field not in optional and field != "file":
             raise UsageError("%s is not used with %s" % (labels[field], command_label), usage)
-    if is_server and command == "add" and "join" not in values and "port" not in values and "group_port" not in values:
-        raise UsageError("-A needs -j to add members, -q to remove them, or -p/-g to change ports", usage)
+    if (is_server and command == "add" and "join" not in values and "port" not in values
+            and "group_port" not in values and not options):
+        raise UsageError("-A needs -j to add members, -q to remove them, -p/-g to change ports, or a group setting "
+                         "(%s)" % ", ".join("--" + name for name in sorted(option_flags)), usage)
     if not is_server and command == "stats" and ("server_ip" in values) != ("group_port" in values):
         raise UsageError("-P takes -i and -g together, or neither", usage)
     return Action(program, command, group_ip=values.get("group_ip"),
                   members=values.get("join") or values.get("quit"),
                   server_ip=values.get("server_ip"), port=values.get("port"),
                   group_port=values.get("group_port"), server_port=values.get("server_port"),
-                  json=bool(values.get("json")), file=values.get("file"))
+                  json=bool(values.get("json")), file=values.get("file"), options=options or None,
+                  settings=settings or None)
 
 
 def parse_reload_list(program, argv):

@@ -4,15 +4,19 @@ A frame is accepted only when (source address, local port, group, group port)
 matches a configured entry.  The payload is re-sent to group_ip:group_port
 with TTL 0 (it never leaves the host, and the server's loop guard recognises
 it) and loopback on, on the interface where a local receiver joined the group.
-Frames are received and re-delivered in batches (redelivery.py).
+Frames are received and re-delivered in batches (``client_fastpath.py``, on
+the bindings of ``mmsg.py``).
 """
 
 import errno
 import functools
+import os
 import socket
 import struct
+import time
 
-from . import auth, relay_config as config, fastpath, frame, netinfo, rawsend, redelivery
+from . import auth, client_fastpath, relay_config as config, frame, mmsg, netinfo, rawsend, replay
+from . import relay_contract as contract
 from .daemon import Daemon, set_buffer
 from .replay import ReplayWindow
 from .sequence import SequenceTracker
@@ -27,13 +31,20 @@ _HEADER = frame._HEADER
 # Lines per DROP_LOG_INTERVAL saying where a group is delivered (every entry's
 # line at start for a small config); multic_admin -P shows the current ones.
 DELIVERY_LOG_LINES = 16
+# The replay windows' highest numbers reach the disk this often (and at stop):
+# after a crash, frames of the last few seconds could be accepted once more.
+REPLAY_SAVE_INTERVAL = 5.0
+# Entries removed from the config whose windows are remembered (re-added, they resume).
+MAX_REMEMBERED_WINDOWS = 4096
+# no_keys: keys are required (auth_required) but cannot be loaded, so nothing is delivered.
 CLIENT_DROP_REASONS = ("malformed", "bad_version", "unknown_server", "unknown_group", "deliver_error",
-                       "receive_error") + auth.AUTH_DROP_REASONS + ("replay",)
+                       "receive_error") + auth.AUTH_DROP_REASONS + ("replay", "no_keys")
 
 
 class Entry:
     __slots__ = ("server_ip", "server_port", "group_ip", "group_port", "destination", "sockaddr", "targets",
-                 "interfaces", "raw", "rx_packets", "rx_bytes", "delivered_packets", "delivered_bytes", "tracker", "replay")
+                 "interfaces", "raw", "rx_packets", "rx_bytes", "delivered_packets", "delivered_bytes", "tracker",
+                 "replay", "server_identity")
 
     def __init__(self, server_ip, server_port, group_ip, group_port):
         self.server_ip = server_ip
@@ -41,7 +52,7 @@ class Entry:
         self.group_ip = group_ip
         self.group_port = group_port
         self.destination = (group_ip, group_port)
-        self.sockaddr = redelivery.sockaddr_in(group_ip, group_port)
+        self.sockaddr = client_fastpath.sockaddr_in(group_ip, group_port)
         self.targets = ()
         # True: re-deliver through rawsend with the original source (VRRP, preserve_source).
         self.raw = False
@@ -53,15 +64,22 @@ class Entry:
         self.tracker = SequenceTracker()
         # Used only while keys are configured (see replay.py).
         self.replay = ReplayWindow()
+        # What a tag from this entry's server covers before the frame (auth.server_identity).
+        self.server_identity = auth.server_identity(server_ip)
 
     @property
     def key(self):
         return (self.server_ip, self.server_port, frame.ip_to_int(self.group_ip), self.group_port)
 
     @property
+    def key_text(self):
+        """The arguments of replay.state_key."""
+        return (self.server_ip, self.server_port, self.group_ip, self.group_port)
+
+    @property
     def route(self):
         """The key a received frame finds this entry by (see ClientDaemon._deliver)."""
-        return (redelivery.address_key(self.server_ip), self.server_port, frame.ip_to_int(self.group_ip),
+        return (client_fastpath.address_key(self.server_ip), self.server_port, frame.ip_to_int(self.group_ip),
                 self.group_port)
 
     def as_dict(self):
@@ -98,16 +116,53 @@ class ClientDaemon(Daemon):
         super(ClientDaemon, self).__init__(directory)
         self.entries = {}       # key -> Entry
         self.routes = {}        # Entry.route -> Entry
-        self.servers = set()    # redelivery.address_key of the configured server addresses
+        self.servers = set()    # client_fastpath.address_key of the configured server addresses
         self.listeners = {}     # (local address, server port) -> socket
         self._local_addresses = set()
         self.delivery = {}      # (interface, raw) -> UDP socket or rawsend.RawDelivery
         self.drops = dict.fromkeys(CLIENT_DROP_REASONS, 0)
         self.listen_errors = {}
-        self.receiver = None    # redelivery receiver and sender, opened with the first config
+        self.receiver = None    # client_fastpath receiver and sender, opened with the first config
         self.sender = None
         self._igmp_text = None
         self.verifier = None    # auth.Verifier while auth_keys.json exists
+        self.unverified = 0     # tagged frames delivered unchecked: this client has no keys
+        # replay.state_key -> highest accepted sequence number of entries not
+        # configured now: read with the first config, and windows of removed entries.
+        self._resume = None
+        self._saved_state = None
+        self._next_state_save = 0.0
+        self.state_path = os.path.join(self.directory, replay.CLIENT_STATE_FILE)
+
+    def load_replay_state(self):
+        """The windows' highest numbers saved by the previous run; {} (and a warning) when unusable."""
+        try:
+            with open(self.state_path, "rb") as handle:
+                data = handle.read(replay.MAX_STATE_BYTES + 1)
+            return replay.parse_state(data)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            self.log.warning("replay state %s ignored (%s): frames of earlier server runs are refused again "
+                             "only once each entry has accepted a frame; the file is rewritten",
+                             self.state_path, getattr(exc, "strerror", None) or exc)
+            return {}
+
+    def save_replay_state(self):
+        """Write the windows' highest numbers when they changed (only authenticated entries have any)."""
+        state = dict(self._resume or {})
+        for entry in self.entries.values():
+            if entry.replay.highest is not None:
+                state[replay.state_key(*entry.key_text)] = entry.replay.highest
+        if state == self._saved_state or (not state and self._saved_state is None):
+            return
+        try:
+            contract.write_file_atomically(self.state_path, replay.dump_state(state), mode=0o600)
+        except OSError as exc:
+            self.drop_log.drop("replay_state", "cannot save the replay state %s: %s" % (
+                self.state_path, exc.strerror or exc))
+            return
+        self._saved_state = state
 
     def load_config_text(self, text):
         return config.load_client_config(text, self.config_path)
@@ -117,8 +172,11 @@ class ClientDaemon(Daemon):
 
     def apply_config(self, cfg):
         if self.receiver is None:
-            self.receiver, self.sender = redelivery.batch_io()
+            self.receiver, self.sender = client_fastpath.batch_io()
             self.log.info("receiving frames with %s, re-delivering with %s", self.receiver.name, self.sender.name)
+        if self._resume is None:
+            # Before the first config's entries exist: they resume their windows.
+            self._resume = self.load_replay_state()
         changes = {"added": [], "removed": [], "ports_opened": [], "ports_closed": [], "errors": []}
         wanted = {}
         for item in cfg[config.CLIENT_TOP_KEY]:
@@ -130,15 +188,26 @@ class ClientDaemon(Daemon):
             if key not in wanted:
                 gone = self.entries.pop(key)
                 changes["removed"].append(self._describe(gone))
+                if gone.replay.highest is not None and len(self._resume) < MAX_REMEMBERED_WINDOWS:
+                    # Added again, it must not accept what it accepted before.
+                    self._resume[replay.state_key(*gone.key_text)] = gone.replay.highest
         for key, entry in wanted.items():
             if key not in self.entries:
+                highest = self._resume.pop(replay.state_key(*entry.key_text), None)
+                if highest is not None:
+                    entry.replay.resume(highest)
                 self.entries[key] = entry
                 changes["added"].append(self._describe(entry))
             else:
                 self.entries[key].raw = entry.raw
         self.routes = dict((e.route, e) for e in self.entries.values())
-        self.servers = set(redelivery.address_key(e.server_ip) for e in self.entries.values())
-        self._local_addresses = netinfo.local_addresses()
+        self.servers = set(client_fastpath.address_key(e.server_ip) for e in self.entries.values())
+        try:
+            self._local_addresses = netinfo.local_addresses()
+        except OSError as exc:
+            # As in tick(): out of descriptors must not fail a reload; the next tick scans again.
+            self.drop_log.drop("interface", "cannot list the local addresses, keeping %s: %s"
+                               % (", ".join(sorted(self._local_addresses)) or "none", exc.strerror or exc))
         self._sync_listeners(changes)
         self._igmp_text = None
         self.refresh_delivery(cfg)
@@ -212,6 +281,9 @@ class ClientDaemon(Daemon):
         return sock
 
     def tick(self):
+        if self.verifier is not None and time.monotonic() >= self._next_state_save:
+            self._next_state_save = time.monotonic() + REPLAY_SAVE_INTERVAL
+            self.save_replay_state()
         self.refresh_delivery(self.cfg)
         try:
             addresses = netinfo.local_addresses()
@@ -274,6 +346,8 @@ class ClientDaemon(Daemon):
         self.delivery = needed
 
     def close_data_sockets(self):
+        if self.verifier is not None:
+            self.save_replay_state()
         for sock in self.listeners.values():
             self.unwatch(sock)
             sock.close()
@@ -289,9 +363,31 @@ class ClientDaemon(Daemon):
     def status_line(self):
         return "%d entries, %d ports" % (len(self.entries), len(set(p for _a, p in self.listeners)))
 
+    def watch_data_sockets(self):
+        for (_address, port), sock in self.listeners.items():
+            self.rewatch(sock, self._make_reader(port))
+
+    def auth_status(self):
+        return dict(super(ClientDaemon, self).auth_status(), unverified=self.unverified)
+
     def _make_reader(self, port):
         # functools.partial: called from C, no Python frame between the loop and the delivery.
+        if self.auth_failure is not None:
+            return functools.partial(self._refuse, port)
         return functools.partial(self._deliver, port)
+
+    def _refuse(self, port, sock):
+        """Read and count the frames queued on ``port`` while the keys they require are unavailable."""
+        try:
+            count = self.receiver.receive(sock)
+        except OSError as exc:
+            self.drops["receive_error"] += 1
+            self.drop_log.drop("receive_error", "port %d: %s" % (port, exc))
+            return
+        self.drops["no_keys"] += count
+        if count:
+            self.drop_log.error("no_keys", 1, "%d frames on port %d not delivered: authentication is required but "
+                                "the keys cannot be loaded (%s)", count, port, self.auth_failure)
 
     def _deliver(self, port, sock):
         """Re-deliver the first frame queued on ``port``, then a batch of what is queued behind it."""
@@ -343,7 +439,7 @@ class ClientDaemon(Daemon):
         entry.rx_bytes += length
         entry.tracker.observe(seq)
         if code:
-            self._drop_undelivered(entry, fastpath.error_message(code))
+            self._drop_undelivered(entry, mmsg.error_message(code))
         else:
             entry.delivered_packets += 1
             entry.delivered_bytes += length
@@ -358,7 +454,7 @@ class ClientDaemon(Daemon):
         with one ``sendmmsg``; the counters and the sequence tracker take the
         run at once.  Anything else goes through ``_deliver_received``.
         """
-        if count < 2 or self.verifier is not None or not isinstance(self.receiver, redelivery.MmsgReceiver):
+        if count < 2 or self.verifier is not None or not isinstance(self.receiver, client_fastpath.MmsgReceiver):
             return False
         run = self.receiver.uniform_run(count)
         if run is None:
@@ -376,7 +472,7 @@ class ClientDaemon(Daemon):
         entry.delivered_bytes += payload_bytes
         for index, code in failed:
             entry.delivered_bytes -= lengths[index] - frame.HEADER_LEN
-            self._drop_undelivered(entry, fastpath.error_message(code))
+            self._drop_undelivered(entry, mmsg.error_message(code))
         return True
 
     def _deliver_received(self, port, count):
@@ -409,6 +505,10 @@ class ClientDaemon(Daemon):
                         self.drop_log.drop(exc.reason, "from %s:%d on port %d: %s" % (
                             receiver.source(index) + (port, exc)))
                         continue
+                    # Only frames that are not plain v1 get here: the untagged path pays nothing,
+                    # and a client with keys one test.
+                    if verifier is None and flags & frame.FLAG_TAG:
+                        self._note_unverified(receiver.source(index))
                 source = sources[index]
                 entry = routes.get((source, port, group_addr, group_port))
                 if entry is None:
@@ -421,7 +521,7 @@ class ClientDaemon(Daemon):
                         receiver.source(index) + (port, frame.int_to_ip(group_addr), group_port)))
                     continue
                 if verifier is not None:
-                    reason = verifier.check(view, flags, key_id, end)
+                    reason = verifier.check(view, flags, key_id, end, entry.server_identity)
                     if reason is None and not entry.replay.admit(seq):
                         reason = "replay"
                     if reason is not None:
@@ -446,7 +546,7 @@ class ClientDaemon(Daemon):
                     sockaddr = entry.sockaddr
                 else:
                     destination = (entry.group_ip, group_port)
-                    sockaddr = redelivery.sockaddr_in(entry.group_ip, group_port)
+                    sockaddr = client_fastpath.sockaddr_in(entry.group_ip, group_port)
                 for target in targets:
                     add(target, entry, index, start, length, destination, sockaddr)
                 # Counted as delivered now; the copies the kernel refuses are taken back below.
@@ -456,7 +556,15 @@ class ClientDaemon(Daemon):
             for entry, length, code in self.sender.flush():
                 entry.delivered_packets -= 1
                 entry.delivered_bytes -= length
-                self._drop_undelivered(entry, fastpath.error_message(code))
+                self._drop_undelivered(entry, mmsg.error_message(code))
+
+    def _note_unverified(self, source):
+        """Count a tagged frame this client delivers unchecked, and say so once per interval."""
+        self.unverified += 1
+        self.drop_log.warning("unverified", 1, "frames from %s:%d carry authentication tags, but this client has no "
+                              "key file (%s): they are delivered unchecked; install the keys, and create %s to "
+                              "refuse frames without valid keys", source[0], source[1],
+                              auth.key_file_path(self.directory), auth.required_path(self.directory))
 
     def _drop_undelivered(self, entry, reason):
         """Count and log a copy for ``entry`` that could not be re-delivered, and why."""

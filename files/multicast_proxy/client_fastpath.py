@@ -1,5 +1,8 @@
 """The client's batched data path: ``recvmmsg`` in, ``sendmmsg`` out.
 
+Built on the generic bindings of ``mmsg``; the server's use of them is
+``server_fastpath``.
+
 Per frame the client used to make two system calls (``recvfrom_into``, then
 ``sendto`` of the payload); the C reference makes two per batch.  Here a
 readable listener is drained with one ``recvmmsg`` into preallocated slots,
@@ -29,9 +32,9 @@ import socket
 import struct
 import sys
 
-from . import fastpath, frame
+from . import frame, mmsg
 
-ctypes = fastpath.ctypes
+ctypes = mmsg.ctypes
 
 BATCH = 64
 # One slot holds the largest UDP payload with a byte to spare, rounded up to a page multiple.
@@ -52,9 +55,7 @@ def address_key(ip):
     return _NATIVE_WORD.unpack(socket.inet_aton(ip))[0]
 
 
-def sockaddr_in(ip, port):
-    """``struct sockaddr_in`` of ``ip``:``port`` as 16 bytes."""
-    return fastpath._sockaddr_in(ip, port)
+sockaddr_in = mmsg.sockaddr_in
 
 
 def _anonymous_slots(batch):
@@ -178,7 +179,7 @@ class SendtoSender:
 if ctypes is not None:
     class _Record(ctypes.Structure):
         # One output copy: where its payload is, and where it goes.
-        _fields_ = [("iov", fastpath._IoVec), ("name", ctypes.c_char * 16)]
+        _fields_ = [("iov", mmsg.IoVec), ("name", ctypes.c_char * 16)]
 
 
 class MmsgReceiver(_FirstFrame):
@@ -194,22 +195,22 @@ class MmsgReceiver(_FirstFrame):
         self._frames = (ctypes.c_char * (SLOT * batch)).from_buffer(self._memory)
         base = ctypes.addressof(self._frames)
         self.addresses = [base + index * SLOT for index in range(batch)]
-        self._iovs = (fastpath._IoVec * batch)(*[fastpath._IoVec(address, SLOT) for address in self.addresses])
+        self._iovs = (mmsg.IoVec * batch)(*[mmsg.IoVec(address, SLOT) for address in self.addresses])
         self._names = (ctypes.c_uint32 * (4 * batch))()
-        self._headers = (fastpath._MMsgHdr * batch)()
+        self._headers = (mmsg.MMsgHdr * batch)()
         names = ctypes.addressof(self._names)
         iovs = ctypes.addressof(self._iovs)
         for index, header in enumerate(self._headers):
             header.msg_hdr.msg_name = names + 16 * index
             header.msg_hdr.msg_namelen = 16
-            header.msg_hdr.msg_iov = iovs + index * ctypes.sizeof(fastpath._IoVec)
+            header.msg_hdr.msg_iov = iovs + index * ctypes.sizeof(mmsg.IoVec)
             header.msg_hdr.msg_iovlen = 1
         self._headers_address = ctypes.addressof(self._headers)
         # Strided views, so a batch's lengths and sources are read with one
         # C-level copy each instead of one ctypes attribute access per frame.
         words = memoryview(self._headers).cast("B").cast("I")
-        stride = ctypes.sizeof(fastpath._MMsgHdr) // 4
-        self._length_words = words[fastpath._MMsgHdr.msg_len.offset // 4::stride]
+        stride = ctypes.sizeof(mmsg.MMsgHdr) // 4
+        self._length_words = words[mmsg.MMsgHdr.msg_len.offset // 4::stride]
         self._name_bytes = memoryview(self._names).cast("B")
         self._source_words = self._name_bytes.cast("I")[1::4]
         # One column per header field a run is recognised by, read for a whole
@@ -313,7 +314,7 @@ class MmsgSender:
         self._record_words = self._record_view.cast("Q")
         self._payload_bases = {}
         self._pack = struct.Struct("@PN16s").pack_into
-        self._headers = (fastpath._MMsgHdr * capacity)()
+        self._headers = (mmsg.MMsgHdr * capacity)()
         records = ctypes.addressof(self._records)
         for index, header in enumerate(self._headers):
             header.msg_hdr.msg_name = records + index * self._record_size + _Record.name.offset
@@ -321,7 +322,7 @@ class MmsgSender:
             header.msg_hdr.msg_iov = records + index * self._record_size
             header.msg_hdr.msg_iovlen = 1
         self._headers_address = ctypes.addressof(self._headers)
-        self._stride = ctypes.sizeof(fastpath._MMsgHdr)
+        self._stride = ctypes.sizeof(mmsg.MMsgHdr)
         self._socket = None
         self._entries = []      # per pending copy: (entry, length, slot, start, destination, sockaddr)
         self._failed = []
@@ -375,7 +376,7 @@ class MmsgSender:
         sent = self._sendmmsg(fd, self._headers_address, count, 0)
         if sent == count:
             return []
-        return fastpath.finish_sendmmsg(self._sendmmsg, fd, self._headers_address, self._stride, count, sent)
+        return mmsg.finish_sendmmsg(self._sendmmsg, fd, self._headers_address, self._stride, count, sent)
 
     def send_run(self, target, lengths, start, sockaddr):
         """Send bytes ``start`` to ``lengths[i]`` of slot i, for every i, to ``sockaddr`` through ``target``.
@@ -406,8 +407,8 @@ class MmsgSender:
 
 def batch_io(use_mmsg=True):
     """The fastest (receiver, sender) pair this Python offers."""
-    recvmmsg = fastpath.libc_recvmmsg() if use_mmsg else None
-    sendmmsg = fastpath._libc_sendmmsg() if use_mmsg else None
+    recvmmsg = mmsg.libc_recvmmsg() if use_mmsg else None
+    sendmmsg = mmsg.libc_sendmmsg() if use_mmsg else None
     if recvmmsg is None or sendmmsg is None:
         receiver = RecvfromReceiver()
         return receiver, SendtoSender(receiver)

@@ -15,13 +15,12 @@ import select
 import signal
 import socket
 import stat
-import struct
 import sys
 import time
+import traceback
 
-from . import auth, relay_config as config, relay_contract as contract
+from . import auth, control, relay_config as config, relay_contract as contract
 
-CONTROL_TIMEOUT = 5.0
 # Repeated drop messages (a misbehaving sender can cause thousands a second)
 # are logged once per reason per this many seconds, with a count; events a
 # local user can cause (DropLog.event) a few lines per kind per interval.
@@ -36,8 +35,6 @@ LOG_BACKUPS_ENV = "MULTICAST_LOG_BACKUPS"
 # After a failed rotation (the directory became read-only), the next attempt
 # waits this long: meanwhile the current file takes the lines.
 LOG_ROTATE_RETRY = 60.0
-SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
-_PEERCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 
 
 class DaemonError(Exception):
@@ -185,6 +182,14 @@ class DropLog:
         """Log ``fmt % args`` (info) unless ``lines`` lines of ``kind`` were written in this interval."""
         return self._write(kind, lines, self.logger.info, "messages", fmt, args)
 
+    def warning(self, kind, lines, fmt, *args):
+        """As ``event``, at warning level."""
+        return self._write(kind, lines, self.logger.warning, "messages", fmt, args)
+
+    def error(self, kind, lines, fmt, *args):
+        """As ``event``, at error level."""
+        return self._write(kind, lines, self.logger.error, "messages", fmt, args)
+
     def _write(self, kind, lines, write, noun, fmt, args):
         # Formatting waits until the line is written: a flood is mostly suppressed lines.
         now = self.clock()
@@ -230,24 +235,9 @@ def sd_notify(message):
         sock.close()
 
 
-def request(side, message, directory=None, timeout=CONTROL_TIMEOUT):
-    """Send one control request; returns the reply dict.
-
-    Raises ``ConnectionError`` subclasses / FileNotFoundError when no daemon
-    listens, OSError for other socket failures, ValueError for a garbled reply.
-    """
-    path = side_path(side, "socket", directory)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-        sock.sendall(json.dumps(message).encode("utf-8") + b"\n")
-        reply = _read_line(sock)
-    finally:
-        sock.close()
-    if not reply:
-        raise ValueError("the daemon closed the control connection without answering")
-    return json.loads(reply.decode("utf-8"))
+def request(side, message, directory=None, timeout=control.CLIENT_TIMEOUT):
+    """Send one control request to ``side``'s daemon; its reply (see control.request for the errors)."""
+    return control.request(side_path(side, "socket", directory), message, timeout)
 
 
 def daemon_running(side, directory=None):
@@ -255,20 +245,6 @@ def daemon_running(side, directory=None):
         return bool(request(side, {"cmd": "ping"}, directory, timeout=2.0).get("ok"))
     except (OSError, ValueError):
         return False
-
-
-def _read_line(sock, limit=1 << 20):
-    chunks = []
-    size = 0
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-        if b"\n" in chunk or size > limit:
-            break
-    return b"".join(chunks).split(b"\n", 1)[0]
 
 
 class Daemon:
@@ -296,6 +272,15 @@ class Daemon:
         self._wakeup_w = None
         self._pending_signals = []
         self._previous_handlers = {}
+        # auth_required: the marker file <conf dir>/auth_required exists (read at
+        # start and every reload).  auth_failure: why the keys it requires are not
+        # loaded; while it is set the data sockets are read by the refusing
+        # readers of the subclass, so the relaying readers never test it.
+        self.auth_required = False
+        self.auth_failure = None
+        self.auth_load_failures = 0
+        self.keys_loaded = False
+        self.keys_description = auth.describe(None)
 
     # -- subclass interface -------------------------------------------------
     def load_config_text(self, text):
@@ -318,6 +303,15 @@ class Daemon:
         """Start tagging (server) or checking (client) with ``keys``; None turns authentication off."""
         raise NotImplementedError
 
+    def watch_data_sockets(self):
+        """Point every data socket at the reader ``auth_failure`` calls for (relaying or refusing)."""
+        raise NotImplementedError
+
+    def auth_status(self):
+        """The ``auth_status`` of the stats reply: required, refusing and why, counters."""
+        return {"required": self.auth_required, "keys": self.keys_loaded, "refusing": self.auth_failure is not None,
+                "error": self.auth_failure, "load_failures": self.auth_load_failures}
+
     def tick(self):
         """Called about once a second."""
 
@@ -329,6 +323,52 @@ class Daemon:
         """The validated key file, or None without one; raises config.ConfigError (which never holds a secret)."""
         return auth.read_key_file(auth.key_file_path(self.directory))
 
+    def read_keys_as_required(self):
+        """(required, keys, failure) for a start or reload.
+
+        ``failure`` says why the keys that the marker requires are missing or
+        unusable (the daemon then relays nothing); without the marker a bad
+        key file raises config.ConfigError, as it always did.
+        """
+        required = auth.auth_required(self.directory)
+        try:
+            keys = self.read_auth_keys()
+        except config.ConfigError as exc:
+            if not required:
+                raise
+            return required, None, str(exc)
+        if keys is None and required:
+            return required, None, "%s does not exist" % auth.key_file_path(self.directory)
+        return required, keys, None
+
+    def set_auth(self, required, keys, failure, origin):
+        """Install ``keys`` (or none) and say what that means, loudly when it refuses or turns checks off."""
+        had_keys = self.keys_loaded
+        self.auth_required = required
+        self.auth_failure = failure
+        self.keys_loaded = keys is not None
+        self.keys_description = auth.describe(keys)
+        self.apply_auth(keys)
+        if failure is not None:
+            self.auth_load_failures += 1
+            self.drop_log.error("auth_required", 4, "%s: authentication is required (%s exists) but the keys cannot "
+                                "be loaded: %s; the %s relays NOTHING until the key file is fixed and the daemon "
+                                "reloaded", origin, auth.required_path(self.directory), failure, self.side)
+        elif keys is None and had_keys:
+            self.log.warning("%s: the key file %s is gone: authentication is now OFF (%s); write the keys back and "
+                             "reload, and create %s to make a missing key file stop the relay instead", origin,
+                             auth.key_file_path(self.directory),
+                             "frames are sent untagged" if self.side == "server" else "frames are accepted unchecked",
+                             auth.required_path(self.directory))
+        else:
+            self.log.info("authentication: %s%s", auth.describe(keys), ", required" if required else "")
+
+    def auth_summary(self):
+        """What ``changes.auth`` of a reload says."""
+        if self.auth_failure is not None:
+            return "required but unavailable, relaying nothing: %s" % self.auth_failure
+        return self.keys_description
+
     def start(self):
         """Check for another instance, load the config, open every socket."""
         if not os.path.isdir(self.directory):
@@ -338,7 +378,7 @@ class Daemon:
         self._open_control_socket()
         try:
             cfg = self.read_config()
-            keys = self.read_auth_keys()
+            required, keys, failure = self.read_keys_as_required()
         except config.ConfigError as exc:
             self._close_control_socket()
             raise DaemonError("%s; fix the file, the daemon did not start" % exc, exit_code=contract.EXIT_USAGE)
@@ -346,22 +386,33 @@ class Daemon:
             self._close_control_socket()
             raise DaemonError("cannot read %s: %s" % (self.config_path, exc.strerror))
         self._install_signals()
-        self.apply_auth(keys)
-        self.log.info("authentication: %s", auth.describe(keys))
+        # Keys before any socket: the first reader of a group is already the right one.
+        self.set_auth(required, keys, failure, "start")
         changes = self.apply_config(cfg)
         self.cfg = cfg
         self.log.info("%s started (pid %d, config %s): %s", contract.SIDES[self.side].admin, os.getpid(),
                       self.config_path, json.dumps(changes, sort_keys=True))
-        sd_notify("READY=1\nSTATUS=%s" % self.status_line())
+        sd_notify("READY=1\nSTATUS=%s" % self.status())
 
     def status_line(self):
         return "running"
+
+    def status(self):
+        """The systemd STATUS: the side's summary, after a refusal to relay when there is one."""
+        if self.auth_failure is not None:
+            return "RELAYING NOTHING, authentication is required but the keys cannot be loaded (%s); %s" % (
+                self.auth_failure, self.status_line())
+        return self.status_line()
 
     def watch(self, sock, callback):
         """Call ``callback(sock)`` from the loop whenever ``sock`` is readable."""
         fd = sock.fileno()
         self._epoll.register(fd, select.EPOLLIN)
         self._handlers[fd] = (callback, sock)
+
+    def rewatch(self, sock, callback):
+        """Give the watched ``sock`` another callback (the next readable event calls it)."""
+        self._handlers[sock.fileno()] = (callback, sock)
 
     def unwatch(self, sock):
         fd = sock.fileno()
@@ -375,12 +426,17 @@ class Daemon:
         handlers = self._handlers
         while not self.stopping:
             timeout = max(0.0, next_tick - time.monotonic())
-            for fd, _events in poll(timeout):
-                # Looked up now, not when poll returned: an earlier callback of
-                # this round (a reload) may have closed the socket.
-                handler = handlers.get(fd)
-                if handler is not None:
-                    handler[0](handler[1])
+            try:
+                for fd, _events in poll(timeout):
+                    # Looked up now, not when poll returned: an earlier callback of
+                    # this round (a reload) may have closed the socket.
+                    handler = handlers.get(fd)
+                    if handler is not None:
+                        handler[0](handler[1])
+            except Exception as exc:  # pylint: disable=broad-except
+                # Once per poll round, not per datagram.  The sockets left unserved
+                # in this round are still readable at the next poll.
+                self.handler_failed("callback", exc)
             self._handle_signals()
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + 1.0
@@ -393,39 +449,69 @@ class Daemon:
                     self.log.debug("housekeeping failure", exc_info=True)
         return 0
 
+    def handler_failed(self, what, exc):
+        """Log an unexpected exception of a handler (rate-limited, with its traceback); the daemon goes on."""
+        self.drop_log.error("handler_" + what, 4, "%s failed, the daemon goes on: %s: %s\n%s", what,
+                            type(exc).__name__, exc, traceback.format_exc().rstrip())
+
     def shutdown(self):
-        sd_notify("STOPPING=1")
-        self.close_data_sockets()
-        self._close_control_socket()
-        self._restore_signals()
-        self._handlers.clear()
-        self._epoll.close()
-        if self.log:
-            if self.cfg is not None:
-                self.log.info("%s stopped", contract.SIDES[self.side].admin)
-            for handler in list(self.log.handlers):
-                self.log.removeHandler(handler)
-                handler.close()
+        # Every step runs even when an earlier one fails: the control socket
+        # must never outlive the daemon (a stale one misleads the commands).
+        try:
+            sd_notify("STOPPING=1")
+            self.close_data_sockets()
+        finally:
+            try:
+                self._close_control_socket()
+                self._restore_signals()
+            finally:
+                self._handlers.clear()
+                self._epoll.close()
+                if self.log:
+                    if self.cfg is not None:
+                        self.log.info("%s stopped", contract.SIDES[self.side].admin)
+                    for handler in list(self.log.handlers):
+                        self.log.removeHandler(handler)
+                        handler.close()
 
     def reload(self, origin):
-        """Re-read the file and diff-apply it; an invalid file keeps the running config."""
+        """Re-read the file and diff-apply it; an invalid file keeps the running config.
+
+        Never raises: whatever goes wrong is logged and answered, and the
+        daemon keeps serving (SIGHUP and the control socket call this).
+        """
         sd_notify("RELOADING=1")
         try:
-            try:
-                cfg = self.read_config()
-                keys = self.read_auth_keys()
-            except (config.ConfigError, OSError) as exc:
-                self.log.error("reload (%s) refused, still running the previous config: %s", origin, exc)
-                return {"ok": False, "error": "%s; the daemon keeps running the previous config and keys" % exc}
-            # Keys first: a group added by this reload must not send one untagged frame.
-            self.apply_auth(keys)
-            changes = self.apply_config(cfg)
-            changes["auth"] = auth.describe(keys)
-            self.cfg = cfg
-            self.log.info("reload (%s) applied: %s", origin, json.dumps(changes, sort_keys=True))
-            return {"ok": True, "changes": changes}
+            return self._reload(origin)
+        except Exception as exc:  # pylint: disable=broad-except
+            self.handler_failed("reload (%s)" % origin, exc)
+            return {"ok": False, "error": "reload failed: %s: %s; the daemon keeps running, parts of the new config "
+                                          "may be applied: see -P and the log" % (type(exc).__name__, exc)}
         finally:
-            sd_notify("READY=1\nSTATUS=%s" % self.status_line())
+            sd_notify("READY=1\nSTATUS=%s" % self.status())
+
+    def _reload(self, origin):
+        try:
+            cfg = self.read_config()
+            required, keys, failure = self.read_keys_as_required()
+        except (config.ConfigError, OSError, ValueError) as exc:
+            self.log.error("reload (%s) refused, still running the previous config: %s", origin, exc)
+            return {"ok": False, "error": "%s; the daemon keeps running the previous config and keys" % exc}
+        refusing_before = self.auth_failure is not None
+        # Keys first: a group added by this reload must not send one untagged frame.
+        self.set_auth(required, keys, failure, "reload (%s)" % origin)
+        changes = self.apply_config(cfg)
+        if (failure is not None) != refusing_before:
+            self.watch_data_sockets()
+        changes["auth"] = self.auth_summary()
+        self.cfg = cfg
+        self.log.info("reload (%s) applied: %s", origin, json.dumps(changes, sort_keys=True))
+        if failure is not None:
+            return {"ok": False, "changes": changes,
+                    "error": "the config was applied, but authentication is required (%s) and the keys cannot be "
+                             "loaded: %s; the daemon relays nothing until the key file is fixed and the daemon "
+                             "reloaded" % (auth.required_path(self.directory), failure)}
+        return {"ok": True, "changes": changes}
 
     # -- control socket -------------------------------------------------------
     def _open_control_socket(self):
@@ -437,15 +523,7 @@ class Daemon:
                                      "multis_monitord" if self.side == "server" else "multic_monitord"))
             self.log.info("removing stale control socket %s", self.socket_path)
             os.unlink(self.socket_path)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        # The socket is created 0600 from the start: no window where others could connect.
-        old_umask = os.umask(0o177)
-        try:
-            listener.bind(self.socket_path)
-        finally:
-            os.umask(old_umask)
-        listener.listen(16)
-        listener.setblocking(False)
+        listener = control.open_listener(self.socket_path)
         self._control = listener
         self.watch(listener, self._accept_control)
 
@@ -468,42 +546,48 @@ class Daemon:
             conn, _addr = listener.accept()
         except (BlockingIOError, InterruptedError):
             return
+        except OSError as exc:
+            # Out of descriptors (EMFILE) or a connection reset before accept: the next one may work.
+            self.drop_log.drop("control_accept", "cannot accept a control connection: %s" % (exc.strerror or exc))
+            return
         # The admin command sends its request at once; a stuck peer cannot hold
         # the data path for longer than this.
-        conn.settimeout(1.0)
+        conn.settimeout(control.PEER_TIMEOUT)
         try:
             # The socket's mode already keeps others out; this holds even if
             # someone loosened the mode or the directory by hand.
-            peer_uid = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, SO_PEERCRED, _PEERCRED.size))[1]
-            line = _read_line(conn)
-            if peer_uid not in (0, os.geteuid()):
+            peer_uid = control.peer_uid(conn)
+            line = control.read_line(conn)
+            if not control.peer_allowed(peer_uid):
                 # Read the request first so the peer gets the answer, not a broken pipe.
                 self.control_refused += 1
-                conn.sendall(b'{"error": "the control socket is for root only", "ok": false}\n')
+                conn.sendall(control.encode(control.REFUSED))
                 self.drop_log.drop("control_refused", "control connection from uid %d refused" % peer_uid)
                 return
-            reply = self._dispatch(line)
-            conn.sendall(json.dumps(reply, sort_keys=True).encode("utf-8") + b"\n")
+            try:
+                reply = self._dispatch(line)
+            except Exception as exc:  # pylint: disable=broad-except
+                self.handler_failed("control request", exc)
+                reply = {"ok": False, "error": "the daemon failed to answer: %s: %s; it goes on, see its log"
+                                               % (type(exc).__name__, exc)}
+            conn.sendall(control.encode(reply))
         except OSError as exc:
-            self.log.warning("control connection failed: %s", exc)
+            self.drop_log.drop("control_error", "control connection failed: %s" % exc)
         finally:
             conn.close()
 
     def _dispatch(self, line):
-        try:
-            message = json.loads(line.decode("utf-8"))
-            cmd = message.get("cmd") if isinstance(message, dict) else None
-        except ValueError:
-            return {"ok": False, "error": "request is not a JSON object line"}
+        cmd, error = control.parse_request(line)
+        if error is not None:
+            return error
         if cmd == "ping":
             return {"ok": True, "pid": os.getpid(), "side": self.side}
         if cmd == "reload":
             return self.reload("control socket")
         if cmd == "stats":
-            return dict(self.stats(), ok=True, control_refused=self.control_refused)
-        if cmd == "show":
-            return dict(self.show(), ok=True)
-        return {"ok": False, "error": "unknown command %r; use ping, reload, stats or show" % (cmd,)}
+            return dict(self.stats(), ok=True, control_refused=self.control_refused, auth_status=self.auth_status())
+        # control.COMMANDS: "show" is the last one.
+        return dict(self.show(), ok=True)
 
     # -- signals --------------------------------------------------------------
     def _install_signals(self):
@@ -536,15 +620,22 @@ class Daemon:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+        except OSError as exc:
+            # The pending signals are in _pending_signals whatever happens to the wake-up bytes.
+            self.drop_log.drop("signal_wakeup", "cannot read the signal wake-up socket: %s" % exc)
 
     def _handle_signals(self):
         while self._pending_signals:
             signum = self._pending_signals.pop(0)
             if signum == signal.SIGHUP:
+                # reload() answers every failure itself; it never raises.
                 self.reload("SIGHUP")
             else:
-                self.log.info("received %s, shutting down", signal.Signals(signum).name)
                 self.stopping = True
+                try:
+                    self.log.info("received %s, shutting down", signal.Signals(signum).name)
+                except Exception as exc:  # pylint: disable=broad-except
+                    self.handler_failed("signal %d" % signum, exc)
 
 
 # SO_RCVBUFFORCE / SO_SNDBUFFORCE (Linux values) let root exceed rmem_max/wmem_max:
@@ -565,20 +656,30 @@ def set_buffer(sock, option, size):
 
 
 def run_daemon(daemon):
-    """Start, serve, shut down; returns an exit code (messages go to stderr/log)."""
+    """Start, serve, shut down; returns an exit code (messages go to stderr/log).
+
+    The shutdown (which removes the control socket) runs on every way out,
+    an unexpected exception of the start or the loop included; that
+    exception is logged with its traceback and the exit code is 1.
+    """
+    admin = contract.SIDES[daemon.side].admin
     try:
-        daemon.start()
-    except (DaemonError, OSError) as exc:
-        if isinstance(exc, DaemonError):
-            message, code = str(exc), exc.exit_code
-        else:
-            message, code = "cannot start with config directory %s: %s" % (daemon.directory, exc), 1
-        sys.stderr.write("%s: %s\n" % (contract.SIDES[daemon.side].admin, message))
-        if daemon.log:
-            daemon.log.error("%s", message)
-        daemon.shutdown()
-        return code
-    try:
+        try:
+            daemon.start()
+        except (DaemonError, OSError) as exc:
+            if isinstance(exc, DaemonError):
+                message, code = str(exc), exc.exit_code
+            else:
+                message, code = "cannot start with config directory %s: %s" % (daemon.directory, exc), 1
+            sys.stderr.write("%s: %s\n" % (admin, message))
+            if daemon.log:
+                daemon.log.error("%s", message)
+            return code
         return daemon.run()
+    except Exception as exc:  # pylint: disable=broad-except
+        sys.stderr.write("%s: unexpected failure, the daemon stops: %s: %s\n" % (admin, type(exc).__name__, exc))
+        if daemon.log:
+            daemon.log.error("unexpected failure, the daemon stops", exc_info=True)
+        return contract.EXIT_FAILURE
     finally:
         daemon.shutdown()

@@ -2,7 +2,7 @@
 
 The rules live in ``multicast_diag.py`` (a symlink to the collection's
 ``plugins/module_utils/multicast_diag.py``), so an operator logged into a VM
-gets exactly the findings the ``multicast_diagnose`` module reports.  This
+gets exactly the findings the ``multicast_diagnose_info`` module reports.  This
 file only gathers the inputs: the side's config, the daemon's counters over
 the control socket, the firewall ruleset and the port probes.
 """

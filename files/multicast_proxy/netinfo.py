@@ -97,3 +97,18 @@ def local_addresses():
         if address and address != "0.0.0.0":
             addresses.add(address)
     return addresses
+
+
+def route_source(address):
+    """The local address the kernel sends from to unicast ``address``, or None without a route.
+
+    ``connect`` on a UDP socket only looks the route up: nothing is sent.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.connect((address, 9))
+        return sock.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        sock.close()

@@ -13,6 +13,7 @@ can forge any sequence number, and the window would only let them push the
 real stream out of it.
 """
 
+import json
 import os
 
 WINDOW = 1024
@@ -26,6 +27,17 @@ class ReplayWindow:
         self.highest = None
         # Bit i set: sequence number highest - i was accepted.
         self.bitmap = 0
+
+    def resume(self, highest):
+        """Continue after ``highest``, the highest number a previous window accepted: it and all below are refused.
+
+        A restarted client (or an entry removed and added again) knows only
+        the highest number, not which numbers below it arrived; refusing all
+        of them loses at most frames that were already late.
+        """
+        if self.highest is None or highest > self.highest:
+            self.highest = highest
+            self.bitmap = _MASK
 
     def admit(self, seq):
         """Record ``seq`` and return True when it is new; False for a replay or a frame older than the window."""
@@ -43,6 +55,42 @@ class ReplayWindow:
             return False
         self.bitmap |= bit
         return True
+
+
+# The client's highest accepted sequence number per entry, kept across its
+# restarts (see ClientDaemon.save_replay_state).
+CLIENT_STATE_FILE = ".client_replay"
+MAX_STATE_BYTES = 4 << 20
+MAX_SEQ = (1 << 64) - 1
+
+
+def state_key(server_ip, server_port, group_ip, group_port):
+    """How an entry is named in CLIENT_STATE_FILE."""
+    return "%s %d %s %d" % (server_ip, server_port, group_ip, group_port)
+
+
+def parse_state(data):
+    """The {state_key: highest} of CLIENT_STATE_FILE's bytes; raises ValueError saying what is wrong."""
+    if len(data) > MAX_STATE_BYTES:
+        raise ValueError("larger than %d bytes" % MAX_STATE_BYTES)
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text")
+    except ValueError as exc:
+        raise ValueError("not JSON (%s)" % exc)
+    if not isinstance(obj, dict) or not isinstance(obj.get("highest"), dict):
+        raise ValueError('not an object with "highest": {entry: sequence number}')
+    state = {}
+    for key, value in obj["highest"].items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
+            raise ValueError("highest[%s] is not a sequence number" % json.dumps(key))
+        state[key] = value
+    return state
+
+
+def dump_state(state):
+    return (json.dumps({"highest": state}, sort_keys=True) + "\n").encode("utf-8")
 
 
 # The second a server run puts in the upper half of its sequence numbers is

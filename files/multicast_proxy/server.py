@@ -5,9 +5,9 @@ Everything that can be computed once per config (the members' socket
 addresses and sendmmsg headers, packed group address, interface) is computed
 in ``apply_config``; the receive path only packs the header into the
 preallocated buffer in front of the payload and hands the same buffer to one
-``sendmmsg`` for all members (``fastpath.py``).  The first datagram of a
-readable event is handled alone (at light load it is all there is, and
-latency counts); what is queued behind it is read with one ``recvmmsg`` and
+``sendmmsg`` for all members (``server_fastpath.py``, on the bindings of
+``mmsg.py``).  The first datagram of a readable event is handled alone (at
+light load it is all there is, and latency counts); what is queued behind it is read with one ``recvmmsg`` and
 sent with one ``sendmmsg`` per up to 1024 copies.
 
 Per member the daemon keeps only what differs from its group: when a member
@@ -24,7 +24,7 @@ import socket
 import struct
 import time
 
-from . import auth, capture, relay_config as config, fastpath, frame, netinfo, replay
+from . import auth, capture, relay_config as config, frame, mmsg, netinfo, replay, server_fastpath
 from .daemon import Daemon, set_buffer
 
 # Socket options the socket module of older Pythons may lack (Linux values).
@@ -45,7 +45,7 @@ _pack_header = frame._HEADER.pack_into
 RECV_BUFFER = 32 << 20
 SEND_BUFFER = 4 << 20
 # Datagrams handled per readiness event before the loop looks at other sockets.
-BATCH = fastpath.BURST_ROWS
+BATCH = server_fastpath.BURST_ROWS
 # A burst receive slot: frame header, then the largest payload.
 SLOT = 1 << 16
 assert SLOT >= frame.HEADER_LEN + frame.MAX_PAYLOAD
@@ -56,8 +56,9 @@ RETRY_INTERVAL = 30.0
 # Groups joined by one start or reload that are still logged one line each.
 JOIN_LOG_LINES = 16
 
-# fragment and malformed happen only in capture mode (see capture.py).
-GROUP_DROP_REASONS = ("loop", "oversize", "receive_error", "fragment", "malformed")
+# fragment and malformed happen only in capture mode (see capture.py); no_keys
+# while keys are required (auth_required) but cannot be loaded: nothing is sent.
+GROUP_DROP_REASONS = ("loop", "oversize", "receive_error", "fragment", "malformed", "no_keys")
 
 
 class Group:
@@ -71,7 +72,7 @@ class Group:
         self.interface = interface
         self.server_port = None
         self.members = ()       # member addresses in config order
-        self.targets = None     # fastpath.MemberSet of the members at server_port
+        self.targets = None     # server_fastpath.MemberSet of the members at server_port
         # Every datagram counted in rx_* is sent to every member; per member
         # only the exceptions: ip -> (rx_packets, rx_bytes) when it joined
         # (absent: it was there from the start), ip -> [send errors, bytes
@@ -84,6 +85,8 @@ class Group:
         self.rx_packets = 0
         self.rx_bytes = 0
         self.drops = dict.fromkeys(GROUP_DROP_REASONS, 0)
+        # auth.BoundSigner of the address the members get this group's frames from, while keys are loaded.
+        self.signer = None
 
     @property
     def key(self):
@@ -193,8 +196,8 @@ class ServerDaemon(Daemon):
         self.capture_buffer = bytearray(capture.CAPTURE_BUFFER)
         self.local_addresses = capture.read_local_addresses()
         self.sender = None
-        self.fan_out = None     # fastpath fan-out through self.sender
-        self.receiver = None    # fastpath.BurstReceiver where recvmmsg and sendmmsg can be called
+        self.fan_out = None     # server_fastpath fan-out through self.sender
+        self.receiver = None    # server_fastpath.BurstReceiver where recvmmsg and sendmmsg can be called
         self.signer = None      # auth.Signer while auth_keys.json exists
         self._src_cache = {}
         self._next_retry = 0.0
@@ -210,15 +213,46 @@ class ServerDaemon(Daemon):
 
     def apply_auth(self, keys):
         self.signer = auth.Signer(keys) if keys is not None else None
+        self._bind_signers(self.cfg)
+
+    def _bind_signers(self, cfg):
+        """Give every group the signer of the address its members receive from (tags name their server).
+
+        That address is the config's top-level ``address``, else the local
+        address of the route to the group's members.  Members reached from
+        different local addresses would drop part of the frames as
+        ``auth_bad``: that is logged, with the fix.
+        """
+        if self.signer is None:
+            for group in self.groups.values():
+                group.signer = None
+            return
+        configured = (cfg or {}).get("address")
+        sources = {}
+        for group in self.groups.values():
+            address = configured
+            if address is None:
+                for member in group.members:
+                    if member not in sources:
+                        sources[member] = netinfo.route_source(member)
+                found = sorted(set(sources[member] for member in group.members if sources[member]))
+                address = found[0] if found else "0.0.0.0"
+                if len(found) > 1:
+                    self.drop_log.warning("identity_" + group.group_ip, 1, "group %s: members are reached from "
+                                          "%s; tags name %s, so members that receive from another address drop "
+                                          "the frames as auth_bad: set the address members receive from "
+                                          "(multis_admin --set address=IP) or split the members by network",
+                                          group.group_ip, ", ".join(found), address)
+            group.signer = self.signer.bound(address)
 
     def _open_sender(self):
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         set_buffer(sender, socket.SO_SNDBUF, SEND_BUFFER)
         sender.setblocking(False)
         self.sender = sender
-        self.fan_out = fastpath.fan_out(sender, self.buffer)
-        if isinstance(self.fan_out, fastpath.SendmmsgFanOut):
-            self.receiver = fastpath.burst_receiver(BATCH, SLOT, frame.HEADER_LEN, frame.MAX_PAYLOAD)
+        self.fan_out = server_fastpath.fan_out(sender, self.buffer)
+        if isinstance(self.fan_out, server_fastpath.SendmmsgFanOut):
+            self.receiver = server_fastpath.burst_receiver(BATCH, SLOT, frame.HEADER_LEN, frame.MAX_PAYLOAD)
         self.log.info("sending copies with %s, receiving bursts with %s", self.fan_out.name,
                       "recvmmsg" if self.receiver is not None else "recvmsg")
 
@@ -283,6 +317,7 @@ class ServerDaemon(Daemon):
             else:
                 self.watch(group.sock, self._make_reader(group))
                 joined.append(group)
+        self._bind_signers(cfg)
         self._log_joined(joined)
         return changes
 
@@ -341,8 +376,15 @@ class ServerDaemon(Daemon):
         joined = sum(1 for g in self.groups.values() if not g.error)
         return "%d groups joined, %d with errors" % (joined, len(self.groups) - joined)
 
+    def watch_data_sockets(self):
+        for group in self.groups.values():
+            if group.sock is not None:
+                self.rewatch(group.sock, self._make_reader(group))
+
     def _make_reader(self, group):
         # functools.partial: called from C, no Python frame between the loop and the relay.
+        if self.auth_failure is not None:
+            return functools.partial(self._refuse, group)
         if group.mode != capture.MODE_SOCKET:
             return functools.partial(capture.relay_captured, self, group)
         if self.receiver is not None:
@@ -419,7 +461,7 @@ class ServerDaemon(Daemon):
         if not count:
             return
         lengths, flags, ttls, toss = receiver.burst(count)
-        signer = self.signer
+        signer = group.signer
         if signer is None:
             tag_flags, key_id = 0, 0
         else:
@@ -464,6 +506,23 @@ class ServerDaemon(Daemon):
         for row, index, code in self.fan_out.send_rows(group.targets, addresses, frame_lengths):
             self._member_failed(group, index, sizes[row], code)
 
+    def _refuse(self, group, sock):
+        """Read and count what ``group`` receives while the keys it requires are unavailable; send nothing."""
+        refused = 0
+        for _attempt in range(BATCH):
+            try:
+                sock.recv_into(self.capture_buffer)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self.drop_receive_error(group, exc)
+                break
+            refused += 1
+        group.drops["no_keys"] += refused
+        if refused:
+            self.drop_log.error("no_keys", 1, "group %s: %d datagrams not relayed: authentication is required but "
+                                "the keys cannot be loaded (%s)", group.group_ip, refused, self.auth_failure)
+
     def drop_receive_error(self, group, exc):
         """Count and log a failed receive on ``group``'s socket (also capture mode's)."""
         group.drops["receive_error"] += 1
@@ -483,7 +542,7 @@ class ServerDaemon(Daemon):
 
     def send_frame(self, group, nbytes, src_addr, src_port, tos, group_port, proto):
         """Count the datagram whose payload is in payload_view[:nbytes] and send one frame to every member."""
-        signer = self.signer
+        signer = group.signer
         if signer is not None and nbytes > frame.MAX_PAYLOAD - frame.TAG_LEN:
             self._drop_no_tag_room(group, nbytes)
             return
@@ -509,7 +568,7 @@ class ServerDaemon(Daemon):
 
     def _member_failed(self, group, index, nbytes, code):
         """Count and log a datagram of ``nbytes`` that member ``index`` of ``group`` did not get (errno ``code``)."""
-        message = fastpath.error_message(code)
+        message = mmsg.error_message(code)
         ip = group.member_failed(index, nbytes, message)
         self.drop_log.drop("send_error", "member %s: %s" % (ip, message))
 

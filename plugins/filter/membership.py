@@ -21,22 +21,83 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.multicast.proxy.plugins.filter.auth_keys import fleet_auth_problems
 from ansible_collections.multicast.proxy.plugins.module_utils.relay_config import (
     CLIENT_TOP_KEY,
+    ENTRY,
+    GROUP,
     SERVER_TOP_KEY,
     VRRP_GROUP,
     ConfigError,
+    CORE_KEYS,
     dump_config,
+    optional_rows,
     parse_group_ip,
     parse_interface,
     parse_port,
     parse_unicast_ip,
+    schema_rows,
     validate_client_config,
     validate_server_config,
 )
 
 DEFAULT_VARIABLE = "multicast_proxy_groups"
 PRESERVE_SOURCE_VARIABLE = "multicast_proxy_preserve_source"
-_DEFINITION_KEYS = ("name", "group_ip", "group_port", "server_port", "senders", "receivers",
-                    "protocol", "capture", "preserve_source")
+# The options of a group definition beyond addresses and hosts come from the
+# relay's schema (relay_config.SCHEMA, rows with an inventory key): a group
+# row goes into the senders' server config, an entry row into the receivers'
+# client config, a key of both into both.
+_SERVER_OPTIONS = tuple(option for option in optional_rows(GROUP) if option.inventory)
+_CLIENT_OPTIONS = tuple(option for option in optional_rows(ENTRY) if option.inventory)
+
+
+def _unique(keys):
+    seen = []
+    for key in keys:
+        if key not in seen:
+            seen.append(key)
+    return tuple(seen)
+
+
+_OPTION_KEYS = _unique(option.inventory for option in _SERVER_OPTIONS + _CLIENT_OPTIONS)
+_DEFINITION_KEYS = ("name", "group_ip", "group_port", "server_port", "senders", "receivers") + _OPTION_KEYS
+# Where the relay's model checks a definition's entry options: a client entry
+# from a documentation address (RFC 5737), never used beyond validation.
+_SAMPLE_SERVER_IP = "192.0.2.1"
+
+
+_SPEC_TYPES = {"group_ip": "str", "port": "int", "group_port": "int", "flag": "bool", "choice": "str",
+               "interface": "str"}
+
+
+def group_definition_spec():
+    """The argument spec suboptions of one group definition (the roles' ``*_groups`` lists).
+
+    Derived from the relay's schema: the roles' ``meta/argument_specs.yml``
+    carry this (a test compares them), so a new schema row with an
+    inventory key appears there too.
+    """
+    rows = {}
+    for option in optional_rows(GROUP) + optional_rows(ENTRY) + tuple(
+            option for option in schema_rows(GROUP) if option.key in CORE_KEYS):
+        if option.inventory and option.inventory not in rows:
+            rows[option.inventory] = option
+    spec = {"name": {"type": "str", "description": ["A name for messages (which definition a problem is in)."]},
+            "senders": {"type": "raw", "required": True,
+                        "description": ["The hosts that send the group: an inventory group, a host, or a list of "
+                                        "either. Each runs the relay server."]},
+            "receivers": {"type": "raw", "required": True,
+                          "description": ["The hosts that receive it: an inventory group, a host, or a list of "
+                                          "either. Each runs the relay client; a sender is never its own member."]}}
+    for key in _DEFINITION_KEYS:
+        option = rows.get(key)
+        if option is None:
+            continue
+        entry = {"type": _SPEC_TYPES[option.kind], "description": [option.help[0].upper() + option.help[1:] + "."]}
+        # group_ip may be left out for VRRP (its one group); group_port defaults to server_port.
+        if option.key == "server_port":
+            entry["required"] = True
+        if option.choices:
+            entry["choices"] = list(option.choices)
+        spec[key] = entry
+    return dict((key, spec[key]) for key in _DEFINITION_KEYS)
 
 
 class FleetError(Exception):
@@ -85,17 +146,20 @@ def _model_error(exc, model_prefix, where):
 
 
 def _relay_options(item, definition, where):
-    """Check protocol, capture, group port 0 and preserve_source with the relay's model.
+    """Check the definition's options (protocol, capture, preserve_source, ...) with the relay's model.
 
-    A one-group server config (no members) and an empty client config that
-    carry the definition's options are validated as the relay would validate
-    them, so the inventory follows exactly the relay's rules. Fills in
-    definition's protocol, group_port, capture and preserve_source.
+    A one-group server config (no members) and a one-entry client config
+    that carry the definition's options are validated as the relay would
+    validate them, so the inventory follows exactly the relay's rules
+    (group port 0, VRRP, ...). Fills in definition's group_port and
+    ``server_options``/``client_options``: the normalized keys the senders'
+    groups and the receivers' entries get. Also sets the convenience keys
+    protocol, capture and preserve_source.
     """
     group = {"group_ip": definition["group_ip"], "server_port": definition["server_port"], "member_array": []}
-    for key in ("protocol", "capture"):
-        if item.get(key) is not None:
-            group[key] = item[key]
+    for option in _SERVER_OPTIONS:
+        if item.get(option.inventory) is not None:
+            group[option.key] = item[option.inventory]
     if "group_port" in definition:
         group["group_port"] = definition["group_port"]
     try:
@@ -103,15 +167,22 @@ def _relay_options(item, definition, where):
     except ConfigError as exc:
         return _model_error(exc, SERVER_TOP_KEY + "[0]", where)
     definition["group_port"] = normalized["group_port"]
+    definition["server_options"] = dict((option.key, normalized[option.key]) for option in _SERVER_OPTIONS
+                                        if option.key in normalized)
+    entry = {"server_ip": _SAMPLE_SERVER_IP, "server_port": definition["server_port"],
+             "group_ip": definition["group_ip"], "group_port": definition["group_port"]}
+    for option in _CLIENT_OPTIONS:
+        if item.get(option.inventory) is not None:
+            entry[option.key] = item[option.inventory]
+    try:
+        normalized_entry = validate_client_config({CLIENT_TOP_KEY: [entry]})[CLIENT_TOP_KEY][0]
+    except ConfigError as exc:
+        return _model_error(exc, CLIENT_TOP_KEY + "[0]", where)
+    definition["client_options"] = dict((option.key, normalized_entry[option.key]) for option in _CLIENT_OPTIONS
+                                        if option.key in normalized_entry)
     definition["protocol"] = normalized.get("protocol", "udp")
     definition["capture"] = normalized.get("capture", False)
-    preserve_source = item.get("preserve_source")
-    if preserve_source is not None:
-        try:
-            validate_client_config({CLIENT_TOP_KEY: [], "preserve_source": preserve_source})
-        except ConfigError as exc:
-            return _model_error(exc, "", where + ".")
-    definition["preserve_source"] = preserve_source is True
+    definition["preserve_source"] = normalized_entry.get("preserve_source", False)
     return None
 
 
@@ -222,11 +293,8 @@ def _server_config(definitions, host, hostvars, interface):
             "group_port": definition["group_port"],
             "member_array": members,
         }
-        # Only when set, so configs without them stay in the seed format.
-        if definition["protocol"] != "udp":
-            group["protocol"] = definition["protocol"]
-        if definition["capture"]:
-            group["capture"] = True
+        # Only the options that are set, so configs without them stay in the seed format.
+        group.update(definition["server_options"])
         groups.append(group)
         origins.append(definition["where"])
     config = {SERVER_TOP_KEY: groups}
@@ -252,10 +320,7 @@ def _client_config(definitions, host, hostvars, interface, preserve_source=None)
                 "group_ip": definition["group_ip"],
                 "group_port": definition["group_port"],
             }
-            if definition["protocol"] != "udp":
-                entry["protocol"] = definition["protocol"]
-            if definition["preserve_source"]:
-                entry["preserve_source"] = True
+            entry.update(definition["client_options"])
             for index, existing in enumerate(entries):
                 if (existing["server_ip"], existing["group_ip"], existing["group_port"]) == \
                         (server_ip, entry["group_ip"], entry["group_port"]):

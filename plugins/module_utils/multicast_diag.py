@@ -1,20 +1,25 @@
 # -*- coding: utf-8 -*-
 # Copyright: contributors to the multicast.proxy collection
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Multicast facts and the doctor's rules.
+"""The doctor's rules and its report.
 
-Two layers, standard library only, Python 3.8+:
+``diagnose()`` is a pure function over the kernel facts, the relay configs,
+the relay counters and the firewall ruleset text; each finding says what is
+wrong, why it breaks delivery and how to fix it.  ``format_report()`` turns the
+findings into the text ``--doctor`` prints.  The inputs come from two
+neighbours, each owning one concern:
 
-* facts: what ``netstat -gn``, ``netstat -anu``, ``ifconfig`` and ``route -n``
-  show, read from the kernel (``/proc``, ``/sys`` and one rtnetlink dump for the
-  addresses).  Every reader takes a ``root`` so tests can point it at a fake tree.
-* rules: ``diagnose()`` is a pure function over those facts, the relay configs,
-  the relay counters and the firewall ruleset text.  Each finding says what is
-  wrong, why it breaks delivery and how to fix it.
+* ``multicast_diag_kernel``: the facts (``/proc``, ``/sys``, rtnetlink, the
+  port probe) and ``collect_facts()``;
+* ``multicast_diag_firewall``: whether the nftables or iptables input hook
+  drops a packet.
 
-The relay package uses this file through the symlink
-``files/multicast_proxy/multicast_diag.py``; the Ansible module ``multicast_diagnose``
-imports it by its collection path.  Both therefore apply the same rules.
+Standard library only, Python 3.6 to 3.13.  The relay package uses these files
+through the symlinks ``files/multicast_proxy/multicast_diag*.py`` and the
+Ansible module ``multicast_diagnose_info`` imports them by their collection
+path; the imports between them are relative, so both apply the same rules.
+Callers that import the facts or the firewall verdict from here keep working:
+those names are imported from their owners (see ``__all__``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -22,19 +27,31 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import collections
-import errno
-import json
-import os
-import shlex
-import socket
-import struct
+
+from .multicast_diag_firewall import firewall_verdict
+from .multicast_diag_kernel import (
+    FactsError,
+    collect_facts,
+    group_routes,
+    is_link_local_group,
+    multicast_routes,
+    parse_proc_igmp,
+    parse_proc_route,
+    probe_port_shareable,
+    route_lookup,
+)
+
+# The public names, with those of multicast_diag_kernel and multicast_diag_firewall
+# that callers used to import from here before the split.
+__all__ = [
+    "SEVERITIES", "WELL_KNOWN_LINK_LOCAL", "ServerGroup", "ClientEntry", "server_groups", "client_entries",
+    "server_group_counters", "client_entry_counters", "probe_relay_ports", "relay_interfaces", "diagnose",
+    "format_report",
+    "FactsError", "collect_facts", "group_routes", "parse_proc_igmp", "parse_proc_route", "route_lookup",
+    "firewall_verdict",
+]
 
 SEVERITIES = ("error", "warning", "info")
-
-MULTICAST_NET = 0xE0000000
-MULTICAST_MASK = 0xF0000000
-LINK_LOCAL_NET = 0xE0000000
-LINK_LOCAL_MASK = 0xFFFFFF00
 
 # Groups in 224.0.0.0/24 that local protocols already use.
 WELL_KNOWN_LINK_LOCAL = {
@@ -49,355 +66,6 @@ WELL_KNOWN_LINK_LOCAL = {
     "224.0.0.251": "mDNS",
     "224.0.0.252": "LLMNR",
 }
-
-# net/if.h
-_IFF_NAMES = (
-    (0x1, "UP"), (0x2, "BROADCAST"), (0x4, "DEBUG"), (0x8, "LOOPBACK"),
-    (0x10, "POINTOPOINT"), (0x20, "NOTRAILERS"), (0x40, "RUNNING"), (0x80, "NOARP"),
-    (0x100, "PROMISC"), (0x200, "ALLMULTI"), (0x1000, "MULTICAST"),
-)
-_RTF_UP = 0x1
-_RTF_REJECT = 0x200
-_RTF_GATEWAY = 0x2
-
-
-class FactsError(Exception):
-    """The kernel's tables could not be read or parsed."""
-
-
-# ---------------------------------------------------------------- addresses
-
-def _kernel_hex_to_ip(text):
-    """/proc prints a __be32 as a native-endian integer in hex."""
-    return socket.inet_ntoa(struct.pack("=I", int(text, 16)))
-
-
-def ip_to_kernel_hex(address):
-    """The inverse of how /proc prints an address (used to build fake trees)."""
-    return "%08X" % struct.unpack("=I", socket.inet_aton(address))[0]
-
-
-def _ip_int(address):
-    return struct.unpack("!I", socket.inet_aton(address))[0]
-
-
-def _prefix_mask(length):
-    return (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF if length else 0
-
-
-def _in_prefix(address, network, length):
-    mask = _prefix_mask(length)
-    return (_ip_int(address) & mask) == (_ip_int(network) & mask)
-
-
-def is_multicast(address):
-    return (_ip_int(address) & MULTICAST_MASK) == MULTICAST_NET
-
-
-def is_link_local_group(address):
-    return (_ip_int(address) & LINK_LOCAL_MASK) == LINK_LOCAL_NET
-
-
-# ---------------------------------------------------------------- facts layer
-
-def _read(root, relative):
-    with open(os.path.join(root, relative.lstrip("/")), "r") as handle:
-        return handle.read()
-
-
-def _read_optional(root, relative):
-    try:
-        return _read(root, relative)
-    except (IOError, OSError):
-        return None
-
-
-def flag_names(flags):
-    return [name for bit, name in _IFF_NAMES if flags & bit]
-
-
-def parse_proc_net_dev(text):
-    """Receive-side multicast counter per interface, as ``ifconfig`` shows it."""
-    counters = {}
-    for line in text.splitlines()[2:]:
-        if ":" not in line:
-            continue
-        name, values = line.split(":", 1)
-        fields = values.split()
-        if len(fields) >= 8:
-            counters[name.strip()] = int(fields[7])
-    return counters
-
-
-def parse_proc_igmp(text):
-    """Group memberships per interface, what ``netstat -gn`` prints."""
-    memberships = []
-    device = None
-    for line in text.splitlines()[1:]:
-        if not line.strip():
-            continue
-        if not line[0].isspace():
-            # "2\teth0      :     1      V3"
-            head = line.split(":", 1)[0].split()
-            if len(head) < 2:
-                raise FactsError("unexpected /proc/net/igmp interface line: %r" % line)
-            device = {"index": int(head[0]), "interface": head[1]}
-            continue
-        fields = line.split()
-        if device is None or len(fields) < 2:
-            raise FactsError("unexpected /proc/net/igmp group line: %r" % line)
-        memberships.append({
-            "interface": device["interface"],
-            "index": device["index"],
-            "group": _kernel_hex_to_ip(fields[0]),
-            "users": int(fields[1]),
-        })
-    return memberships
-
-
-def _split_endpoint(text):
-    address, port = text.split(":")
-    return _kernel_hex_to_ip(address), int(port, 16)
-
-
-def parse_proc_udp(text):
-    """UDP sockets, what ``netstat -anu`` prints (plus inode and drops)."""
-    sockets = []
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 10:
-            continue
-        local_address, local_port = _split_endpoint(fields[1])
-        remote_address, remote_port = _split_endpoint(fields[2])
-        sockets.append({
-            "local_address": local_address,
-            "local_port": local_port,
-            "remote_address": remote_address,
-            "remote_port": remote_port,
-            "uid": int(fields[7]),
-            "inode": int(fields[9]),
-            "drops": int(fields[12]) if len(fields) > 12 else 0,
-        })
-    return sockets
-
-
-def _mask_length(mask_address):
-    value = _ip_int(mask_address)
-    length = bin(value).count("1")
-    if value != _prefix_mask(length):
-        raise FactsError("non-contiguous route mask %s" % mask_address)
-    return length
-
-
-def parse_proc_route(text):
-    """The main routing table, what ``route -n`` prints."""
-    routes = []
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 8:
-            continue
-        flags = int(fields[3], 16)
-        # A reject route (unreachable, prohibit, blackhole) delivers nothing.
-        if not flags & _RTF_UP or flags & _RTF_REJECT:
-            continue
-        destination = _kernel_hex_to_ip(fields[1])
-        gateway = _kernel_hex_to_ip(fields[2])
-        routes.append({
-            "interface": fields[0],
-            "destination": destination,
-            "prefixlen": _mask_length(_kernel_hex_to_ip(fields[7])),
-            "gateway": gateway if flags & _RTF_GATEWAY else None,
-            "metric": int(fields[6]),
-        })
-    return routes
-
-
-def parse_proc_netstat(text):
-    """The IpExt counters (InMcastPkts, OutMcastPkts, ...) of /proc/net/netstat."""
-    lines = text.splitlines()
-    for names, values in zip(lines[0::2], lines[1::2]):
-        if names.startswith("IpExt:") and values.startswith("IpExt:"):
-            return dict(zip(names.split()[1:], (int(v) for v in values.split()[1:])))
-    return {}
-
-
-def route_lookup(routes, address):
-    """The route the kernel picks for ``address`` in the main table, or None.
-
-    Longest prefix first, then the lowest metric, like the FIB does.  Policy
-    routing rules are not visible in /proc/net/route and are not considered.
-    """
-    best = None
-    for route in routes:
-        if not _in_prefix(address, route["destination"], route["prefixlen"]):
-            continue
-        key = (route["prefixlen"], -route["metric"])
-        if best is None or key > best[0]:
-            best = (key, route)
-    return best[1] if best else None
-
-
-def multicast_routes(routes):
-    """Routes whose destination lies inside 224.0.0.0/4 (the default route is not one)."""
-    return [r for r in routes
-            if r["prefixlen"] >= 4 and is_multicast(r["destination"])]
-
-
-def _read_int(root, relative):
-    text = _read_optional(root, relative)
-    if text is None:
-        return None
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise FactsError("%s does not hold an integer: %r" % (relative, text))
-
-
-def _read_conf_values(root, interfaces, name):
-    values = {}
-    for interface in ["all", "default"] + interfaces:
-        value = _read_int(root, "proc/sys/net/ipv4/conf/%s/%s" % (interface, name))
-        if value is not None:
-            values[interface] = value
-    return values
-
-
-def netlink_ipv4_addresses():
-    """IPv4 addresses per interface index, from one RTM_GETADDR dump.
-
-    Reads the current network namespace, like ``ip -4 addr`` does, without
-    running it.
-    """
-    rtm_newaddr, rtm_getaddr = 20, 22
-    nlmsg_error, nlmsg_done = 2, 3
-    ifa_address, ifa_local = 1, 2
-    request = struct.pack("=IHHII", 24, rtm_getaddr, 0x1 | 0x300, 1, 0)
-    request += struct.pack("=BBBBI", socket.AF_INET, 0, 0, 0, 0)
-    by_index = {}
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
-    try:
-        sock.sendto(request, (0, 0))
-        while True:
-            data = sock.recv(65536)
-            offset = 0
-            while offset + 16 <= len(data):
-                length, kind = struct.unpack_from("=IH", data, offset)
-                if length < 16:
-                    raise FactsError("malformed rtnetlink message of length %d" % length)
-                if kind == nlmsg_done:
-                    return by_index
-                if kind == nlmsg_error:
-                    code = struct.unpack_from("=i", data, offset + 16)[0]
-                    raise FactsError("rtnetlink address dump failed: %s" % os.strerror(-code))
-                if kind == rtm_newaddr:
-                    prefixlen, index = struct.unpack_from("=xBxxI", data, offset + 16)
-                    attributes = {}
-                    position = offset + 24
-                    while position + 4 <= offset + length:
-                        attr_length, attr_type = struct.unpack_from("=HH", data, position)
-                        if attr_length < 4:
-                            break
-                        attributes[attr_type] = data[position + 4:position + attr_length]
-                        position += (attr_length + 3) & ~3
-                    raw = attributes.get(ifa_local) or attributes.get(ifa_address)
-                    if raw and len(raw) == 4:
-                        by_index.setdefault(index, []).append(
-                            "%s/%d" % (socket.inet_ntoa(raw), prefixlen))
-                offset += (length + 3) & ~3
-    finally:
-        sock.close()
-
-
-def read_interfaces(root="/", ipv4_by_index=None):
-    """Interfaces with flags, state, IPv4 addresses and the multicast receive counter."""
-    names = sorted(os.listdir(os.path.join(root, "sys/class/net")))
-    rx_multicast = parse_proc_net_dev(_read_optional(root, "proc/net/dev") or "")
-    if ipv4_by_index is None:
-        ipv4_by_index = netlink_ipv4_addresses()
-    interfaces = []
-    for name in names:
-        base = "sys/class/net/%s/" % name
-        flags_text = _read_optional(root, base + "flags")
-        if flags_text is None:
-            continue
-        flags = int(flags_text.strip(), 16)
-        index = _read_int(root, base + "ifindex")
-        interfaces.append({
-            "name": name,
-            "index": index,
-            "flags": flag_names(flags),
-            "up": bool(flags & 0x1),
-            "multicast": bool(flags & 0x1000),
-            "loopback": bool(flags & 0x8),
-            "operstate": (_read_optional(root, base + "operstate") or "unknown").strip(),
-            "ipv4": list(ipv4_by_index.get(index, [])),
-            "rx_multicast": rx_multicast.get(name),
-        })
-    return interfaces
-
-
-def collect_facts(root="/", ipv4_by_index=None):
-    """Everything the rules look at, read from the kernel under ``root``.
-
-    ``ipv4_by_index`` ({ifindex: ["a.b.c.d/len", ...]}) replaces the rtnetlink
-    dump, which always describes the live namespace; tests with a fake tree
-    pass it explicitly.
-    """
-    if ipv4_by_index is None and os.path.abspath(root) != "/":
-        raise FactsError("a fake root needs ipv4_by_index: rtnetlink always reads the live namespace")
-    try:
-        interfaces = read_interfaces(root, ipv4_by_index)
-        routes = parse_proc_route(_read(root, "proc/net/route"))
-        memberships = parse_proc_igmp(_read(root, "proc/net/igmp"))
-        udp = parse_proc_udp(_read(root, "proc/net/udp"))
-    except (IOError, OSError) as exc:
-        raise FactsError("cannot read the kernel's network tables: %s" % exc)
-    names = [i["name"] for i in interfaces]
-    netstat = _read_optional(root, "proc/net/netstat")
-    return {
-        "interfaces": interfaces,
-        "memberships": memberships,
-        "udp_sockets": udp,
-        "routes": routes,
-        "multicast_routes": multicast_routes(routes),
-        "igmp_max_memberships": _read_int(root, "proc/sys/net/ipv4/igmp_max_memberships"),
-        "rp_filter": _read_conf_values(root, names, "rp_filter"),
-        "mc_forwarding": _read_conf_values(root, names, "mc_forwarding"),
-        "ip_counters": parse_proc_netstat(netstat) if netstat else {},
-    }
-
-
-def probe_port_shareable(group_ip, port):
-    """Can one more receiver bind ``group_ip:port`` the way the relay and mcrecv do?
-
-    The kernel lets two UDP sockets share a port only when both set
-    SO_REUSEADDR; /proc/net/udp does not show the option, so the one honest
-    test is to try: bind with SO_REUSEADDR and close at once (no datagram is
-    sent or received).  Returns {"shareable": bool, "error": text or None}.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((group_ip, port))
-    except (IOError, OSError) as exc:
-        if exc.errno == errno.EADDRINUSE:
-            return {"shareable": False, "error": os.strerror(exc.errno)}
-        return {"shareable": None, "error": str(exc)}
-    finally:
-        sock.close()
-    return {"shareable": True, "error": None}
-
-
-def probe_relay_ports(server_config=None, client_config=None):
-    """probe_port_shareable for every group port this host's relay configs use."""
-    wanted = [("server", g.group_ip, g.group_port) for g in server_groups(server_config)]
-    wanted += [("client", e.group_ip, e.group_port) for e in client_entries(client_config)]
-    probes = []
-    for side, group_ip, port in sorted(set(wanted)):
-        result = probe_port_shareable(group_ip, port)
-        result.update({"side": side, "group": group_ip, "port": port})
-        probes.append(result)
-    return probes
 
 
 # ---------------------------------------------------------------- relay inputs
@@ -454,273 +122,16 @@ def client_entry_counters(client_stats):
     return counters
 
 
-# ---------------------------------------------------------------- firewall
-
-def _ip_matches(address, right):
-    if isinstance(right, dict) and "prefix" in right:
-        return _in_prefix(address, right["prefix"]["addr"], right["prefix"]["len"])
-    if isinstance(right, dict) and "range" in right:
-        low, high = right["range"]
-        return _ip_int(low) <= _ip_int(address) <= _ip_int(high)
-    if isinstance(right, str):
-        if "/" in right:
-            network, length = right.split("/")
-            return _in_prefix(address, network, int(length))
-        return right == address
-    return None
-
-
-def _value_matches(kind, value, right):
-    """Does one packet field match one nft right-hand side?  None = cannot tell."""
-    if isinstance(right, dict) and "set" in right:
-        right = right["set"]
-    if isinstance(right, list):
-        results = [_value_matches(kind, value, item) for item in right]
-        if True in results:
-            return True
-        return None if None in results else False
-    if value is None:
-        return None
-    if kind == "ip":
-        return _ip_matches(value, right)
-    if kind == "port":
-        if isinstance(right, dict) and "range" in right:
-            return right["range"][0] <= value <= right["range"][1]
-        return value == right if isinstance(right, int) else None
-    if kind == "name":
-        if not isinstance(right, str):
-            return None
-        if right.endswith("*"):
-            return value.startswith(right[:-1])
-        return value == right
-    if kind == "ct_state":
-        return value == right if isinstance(right, str) else None
-    if kind == "l4proto":
-        return right in (value, 17) if value == "udp" else None
-    return None
-
-
-def _nft_left_field(left):
-    """Which packet field an nft match reads: (packet key, kind) or None."""
-    if not isinstance(left, dict):
-        return None
-    payload = left.get("payload")
-    if payload is not None:
-        protocol, field = payload.get("protocol"), payload.get("field")
-        if protocol in ("udp", "th") and field == "dport":
-            return "dport", "port"
-        if protocol == "ip" and field in ("saddr", "daddr"):
-            return field, "ip"
-        if protocol == "ip" and field == "protocol":
-            return "l4proto", "l4proto"
-        return None
-    meta = left.get("meta")
-    if meta is not None:
-        key = meta.get("key")
-        if key == "l4proto":
-            return "l4proto", "l4proto"
-        if key == "iifname":
-            return "iifname", "name"
-        if key == "nfproto":
-            return "nfproto", "name"
-        return None
-    ct = left.get("ct")
-    if ct is not None and ct.get("key") == "state":
-        return "ct_state", "ct_state"
-    return None
-
-
-def _nft_match(expression, packet):
-    field = _nft_left_field(expression.get("left"))
-    if field is None:
-        return None
-    key, kind = field
-    result = _value_matches(kind, packet.get(key), expression.get("right"))
-    if result is None:
-        return None
-    operator = expression.get("op", "==")
-    if operator in ("==", "in"):
-        return result
-    if operator == "!=":
-        return not result
-    return None
-
-
-_NFT_VERDICTS = ("accept", "drop", "reject", "jump", "goto", "return")
-
-
-def _nft_rule_outcome(rule, packet):
-    """(verdict, argument) when the rule certainly applies to the packet, else None."""
-    for statement in rule.get("expr", []):
-        if "match" in statement:
-            if _nft_match(statement["match"], packet) is not True:
-                return None
-            continue
-        for verdict in _NFT_VERDICTS:
-            if verdict in statement:
-                argument = statement[verdict]
-                return verdict, argument.get("target") if isinstance(argument, dict) else None
-        if set(statement) - {"counter", "log", "comment"}:
-            # A statement this evaluator does not model (limit, xt, meter...):
-            # do not claim the rule applies.
-            return None
-    return None
-
-
-def _nft_describe(rule):
-    return "table %s %s chain %s handle %s" % (rule.get("family"), rule.get("table"),
-                                               rule.get("chain"), rule.get("handle"))
-
-
-def _nft_walk(rules_by_chain, table, chain, packet, depth):
-    """None when the chain falls through (or returns); ("end", None) when a goto
-    chain fell through, which ends the base chain; else (verdict, where)."""
-    if depth > 16:
-        return None
-    for rule in rules_by_chain.get((table, chain), []):
-        outcome = _nft_rule_outcome(rule, packet)
-        if outcome is None:
-            continue
-        verdict, target = outcome
-        if verdict in ("jump", "goto"):
-            result = _nft_walk(rules_by_chain, table, target, packet, depth + 1)
-            if result is not None:
-                return result
-            if verdict == "goto":
-                return "end", None
-            continue
-        if verdict == "return":
-            return None
-        return verdict, _nft_describe(rule)
-    return None
-
-
-def nft_input_verdict(ruleset_json, packet):
-    """("drop"|"reject", where) when the input hook certainly refuses the packet, else None."""
-    try:
-        items = json.loads(ruleset_json).get("nftables", [])
-    except (ValueError, AttributeError):
-        raise FactsError("the nftables ruleset is not `nft -j list ruleset` JSON")
-    base_chains = []
-    rules_by_chain = {}
-    for item in items:
-        chain = item.get("chain")
-        if chain and chain.get("hook") == "input" and chain.get("family") in ("ip", "inet") \
-                and chain.get("type", "filter") == "filter":
-            base_chains.append(chain)
-        rule = item.get("rule")
-        if rule:
-            table = (rule.get("family"), rule.get("table"))
-            rules_by_chain.setdefault((table, rule.get("chain")), []).append(rule)
-    for chain in sorted(base_chains, key=lambda c: c.get("prio", 0)):
-        table = (chain.get("family"), chain.get("table"))
-        result = _nft_walk(rules_by_chain, table, chain["name"], packet, 0)
-        if result is not None and result[0] in ("drop", "reject"):
-            return result
-        if (result is None or result[0] == "end") and chain.get("policy") == "drop":
-            return "drop", "policy drop of table %s %s chain %s" % (table[0], table[1], chain["name"])
-    return None
-
-
-def _iptables_rule(tokens, packet):
-    """(target, matched) of one iptables-save rule; matched None = cannot tell."""
-    matched = True
-    target = None
-    negate = False
-    position = 0
-    while position < len(tokens):
-        token = tokens[position]
-        value = tokens[position + 1] if position + 1 < len(tokens) else None
-        position += 2
-        result = None
-        if token == "!":
-            negate = True
-            position -= 1
-            continue
-        if token in ("-j", "--jump", "-g", "--goto"):
-            target = value
-            continue
-        if token in ("-m", "--match", "--comment"):
-            continue
-        if token in ("-p", "--protocol"):
-            result = value in ("udp", "17", "all")
-        elif token in ("-s", "--source", "-d", "--destination"):
-            address = packet["saddr"] if token in ("-s", "--source") else packet["daddr"]
-            if address is not None:
-                result = any(_ip_matches(address, part) for part in value.split(","))
-            else:
-                matched = None
-        elif token in ("-i", "--in-interface"):
-            result = _value_matches("name", packet["iifname"], value.replace("+", "*"))
-            if result is None:
-                matched = None
-        elif token in ("--dport", "--destination-port", "--dports", "--destination-ports"):
-            result = False
-            for part in value.split(","):
-                bounds = part.split(":")
-                if int(bounds[0]) <= packet["dport"] <= int(bounds[-1]):
-                    result = True
-        elif token in ("--ctstate", "--state"):
-            result = packet["ct_state"].upper() in value.split(",")
-        else:
-            matched = None
-        if result is not None and matched is not None:
-            if result == negate:
-                matched = False
-        negate = False
-    return target, matched
-
-
-def iptables_input_verdict(save_text, packet):
-    """The same question as nft_input_verdict, for ``iptables-save`` output."""
-    policies = {}
-    rules = {}
-    in_filter = False
-    for line in save_text.splitlines():
-        line = line.strip()
-        if line.startswith("*"):
-            in_filter = line == "*filter"
-        elif in_filter and line.startswith(":"):
-            name, policy = line[1:].split()[:2]
-            policies[name] = policy
-        elif in_filter and line.startswith("-A "):
-            tokens = shlex.split(line)
-            rules.setdefault(tokens[1], []).append((tokens[2:], line))
-
-    def walk(chain, depth):
-        if depth > 16:
-            return None
-        for tokens, text in rules.get(chain, []):
-            target, matched = _iptables_rule(tokens, packet)
-            if matched is not True or target is None:
-                continue
-            if target in ("DROP", "REJECT"):
-                return target.lower(), text
-            if target == "ACCEPT":
-                return "accept", text
-            if target == "RETURN":
-                return None
-            if target in rules:
-                result = walk(target, depth + 1)
-                if result is not None:
-                    return result
-        return None
-
-    result = walk("INPUT", 0)
-    if result is None and policies.get("INPUT") == "DROP":
-        return "drop", "iptables filter INPUT policy DROP"
-    return result if result and result[0] != "accept" else None
-
-
-def firewall_verdict(firewall, packet):
-    """Dispatch on the firewall text the shell layer collected."""
-    if not firewall or not firewall.get("text"):
-        return None
-    if firewall.get("format") == "nft-json":
-        return nft_input_verdict(firewall["text"], packet)
-    if firewall.get("format") == "iptables-save":
-        return iptables_input_verdict(firewall["text"], packet)
-    raise FactsError("unknown firewall format %r (use nft-json or iptables-save)" % firewall.get("format"))
+def probe_relay_ports(server_config=None, client_config=None):
+    """probe_port_shareable for every group port this host's relay configs use."""
+    wanted = [("server", g.group_ip, g.group_port) for g in server_groups(server_config)]
+    wanted += [("client", e.group_ip, e.group_port) for e in client_entries(client_config)]
+    probes = []
+    for side, group_ip, port in sorted(set(wanted)):
+        result = probe_port_shareable(group_ip, port)
+        result.update({"side": side, "group": group_ip, "port": port})
+        probes.append(result)
+    return probes
 
 
 # ---------------------------------------------------------------- rules
@@ -792,18 +203,6 @@ def relay_interfaces(facts, server_config=None, client_config=None):
         else:
             result["client"][group_ip] = by_route(group_ip)
     return result
-
-
-def group_routes(facts, groups):
-    """{group: {"interface", "route"}}: the route the kernel would pick for each group."""
-    routes = {}
-    for group in sorted(set(groups)):
-        route = route_lookup(facts["routes"], group)
-        routes[group] = {
-            "interface": route["interface"] if route else None,
-            "route": ("%s/%d" % (route["destination"], route["prefixlen"])) if route else None,
-        }
-    return routes
 
 
 # Measured on Linux 6.x with veth: joins, sends and the relay's host-local
@@ -1184,6 +583,36 @@ def _rules_relay_errors(server_counters, client_stats, findings):
             [("client", "*")]))
 
 
+_DAEMONS = {"server": "multis_monitord", "client": "multic_monitord"}
+_ADMINS = {"server": "multis_admin", "client": "multic_admin"}
+
+
+def _rules_auth(server_stats, client_stats, findings):
+    """Keys the marker auth_required asks for but that cannot be loaded; tags a keyless client cannot check."""
+    for side, stats in (("server", server_stats), ("client", client_stats)):
+        status = (stats or {}).get("auth_status") or {}
+        if status.get("refusing"):
+            findings.append(_finding(
+                "auth-required-no-keys", "error", _DAEMONS[side],
+                "the relay %s relays nothing: authentication is required (auth_required in its config "
+                "directory) but the keys cannot be loaded: %s" % (side, status.get("error")),
+                "with the marker a missing or invalid key file stops the relay instead of turning "
+                "authentication off",
+                "install a valid auth_keys.json (multicast_proxy_auth_keys; check it with %s --check-auth FILE) "
+                "and run %s_reload_list reload, or remove auth_required to relay without keys"
+                % (_ADMINS[side], side), [(side, "*")]))
+    unverified = ((client_stats or {}).get("auth_status") or {}).get("unverified")
+    if unverified:
+        findings.append(_finding(
+            "auth-tags-unchecked", "warning", _DAEMONS["client"],
+            "the relay client delivered %d frames that carry authentication tags without checking them: "
+            "it has no key file" % unverified,
+            "its servers use keys, so anyone who can send to this host's server port can forge frames that "
+            "this client delivers",
+            "install the fleet's keys on this host (multicast_proxy_auth_keys) and run client_reload_list "
+            "reload; create auth_required to refuse frames without valid keys", [("client", "*")]))
+
+
 # Which causes can explain each symptom.  A client that got nothing from its
 # server is not explained by a wrong join on the client (that loses datagrams
 # after they arrived), so the pairs are explicit rather than "same group".
@@ -1193,7 +622,8 @@ _EXPLAINED_BY = {
                         "port-not-shareable", "source-ttl-zero", "no-route-for-group", "config-invalid"),
     "server-group-error": ("igmp-max-memberships", "interface-down", "interface-missing", "no-route-for-group",
                            "port-not-shareable"),
-    "client-no-input": ("firewall-blocks-server-port", "rp-filter-strict", "client-listen-error", "config-invalid"),
+    "client-no-input": ("firewall-blocks-server-port", "rp-filter-strict", "client-listen-error", "config-invalid",
+                        "auth-required-no-keys"),
     "relay-not-running": ("config-invalid",),
 }
 _SYMPTOMS = tuple(_EXPLAINED_BY)
@@ -1263,6 +693,7 @@ def diagnose(facts, server_config=None, client_config=None, server_stats=None, c
     _rules_config_errors(config_errors, findings)
     _rules_services(services, server_config, client_config, findings)
     _rules_relay_errors(server_counters, client_stats, findings)
+    _rules_auth(server_stats, client_stats, findings)
     _rules_interfaces(host, used, findings)
     _rules_routes(host, interfaces, findings)
     _rules_join_interface(host, interfaces, server_counters, findings)

@@ -47,7 +47,7 @@ VRRP_GROUP = "224.0.0.18"
 # CLIs' flags (cli.py), the Ansible modules' argument specs, the inventory's
 # group definitions (plugins/filter/membership.py), the roles' argument specs
 # and docs/config-reference.md are derived from these rows or checked against
-# them by tests/relay/unit/test_schema.py, so an option is added by adding a
+# them by tests/unit/plugins/test_schema.py, so an option is added by adding a
 # row, its behaviour and its tests.
 #
 # Fields:
@@ -115,12 +115,15 @@ SCHEMA = (
     Option("interface", SERVER, "interface", False, "the interface of the route to each group", "when set",
            "--set interface=", "interface", None, None,
            "interface the server joins every group on that names none"),
+    Option("address", SERVER, "unicast_ip", False, "the local address of the route to each group's members",
+           "when set", "--set address=", "address", None, None,
+           "the address members receive the copies from; authentication tags are bound to it"),
     Option("interface", CLIENT, "interface", False, "the interface of the route to each group", "when set",
            "--set interface=", "interface", None, None,
            "interface the client re-delivers on"),
     Option("preserve_source", CLIENT, "flag", False, False, "not default", "--set preserve_source=",
            "preserve_source", None, None,
-           "preserve_source for every entry"),
+           "re-deliver every entry with the original sender's address and port"),
 )
 
 
@@ -164,6 +167,15 @@ def module_argument_spec(place):
     return spec
 
 
+def module_options(place, params):
+    """The ``options`` of an edit function from an Ansible module's ``params``: keys by module name.
+
+    Options left out (None) are not included, so they keep their value.
+    """
+    return dict((option.key, params[option.module]) for option in optional_rows(place)
+                if option.module is not None and params.get(option.module) is not None)
+
+
 def parse_option_text(option, value, what):
     """An optional row's value from a command line, a module or an inventory.
 
@@ -188,11 +200,13 @@ def parse_option_text(option, value, what):
         if value == "":
             return ""
         return parse_interface(value, what)
+    if option.kind == "unicast_ip":
+        if value == "":
+            return ""
+        return parse_unicast_ip(value, what)
     raise ConfigError(what, "%s options cannot be set this way" % option.kind)
 
 
-_GROUP_KEYS = schema_keys(GROUP)
-_CLIENT_ENTRY_KEYS = schema_keys(ENTRY)
 _MEMBER_MODES = ("exact", "add", "remove")
 # Linux interface names are at most IFNAMSIZ - 1 = 15 bytes.
 _MAX_IFNAME = 15
@@ -362,6 +376,10 @@ def _config_value(option, value, path):
         return value
     if option.kind == "interface":
         return parse_interface(value, path)
+    if option.kind == "unicast_ip":
+        if not isinstance(value, str):
+            raise ConfigError(path, "expected an IPv4 address as a string, found %s" % _json_type(value))
+        return parse_unicast_ip(value, path)
     raise ConfigError(path, "no parser for %s values" % option.kind)
 
 
@@ -454,7 +472,7 @@ def _validate_members(members, members_path, known_members):
 
 def _validate_group(group, path, known_members):
     _require_dict(group, path, '{"group_ip": ..., "server_port": ..., "member_array": [...]}')
-    _reject_unknown_keys(group, _GROUP_KEYS, path)
+    _reject_unknown_keys(group, schema_keys(GROUP), path)
     group_ip = parse_group_ip(_require_key(group, "group_ip", path), path + ".group_ip")
     server_port = parse_port(_require_key(group, "server_port", path), path + ".server_port", allow_text=False)
     capture = _parse_flag(group, "capture", path + ".")
@@ -521,7 +539,7 @@ def validate_client_config(obj):
     for index, entry in enumerate(entries):
         path = "%s[%d]" % (CLIENT_TOP_KEY, index)
         _require_dict(entry, path, '{"server_ip": ..., "server_port": ..., "group_ip": ..., "group_port": ...}')
-        _reject_unknown_keys(entry, _CLIENT_ENTRY_KEYS, path)
+        _reject_unknown_keys(entry, schema_keys(ENTRY), path)
         normalized = {
             "server_ip": parse_unicast_ip(_require_key(entry, "server_ip", path), path + ".server_ip"),
             "server_port": parse_port(_require_key(entry, "server_port", path), path + ".server_port", allow_text=False),

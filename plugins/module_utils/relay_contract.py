@@ -29,6 +29,10 @@ from .relay_config import CLIENT_CONFIG_NAME, SERVER_CONFIG_NAME
 
 DEFAULT_CONF_DIR = "/etc/multicast"
 CONF_DIR_ENV = "MULTICAST_CONF_DIR"
+# A file of this name in the conf dir (any content) makes the daemons refuse to
+# relay without valid keys; a file apart from auth_keys.json, so that deleting
+# the keys cannot delete the requirement with them (docs/threat-model.md).
+AUTH_REQUIRED_NAME = "auth_required"
 
 # Exit codes of every relay command (docs/architecture.md).
 EXIT_OK = 0

@@ -44,6 +44,20 @@ options:
       - UDP port of the group; the client re-delivers to O(group_ip):O(group_port).
     type: int
     required: true
+  protocol:
+    description:
+      - What the group carries, C(multic_admin --protocol).
+      - V(udp) datagrams, or V(vrrp) advertisements (re-delivered as IP protocol 112 with the original
+        source; O(group_port=0)).
+      - Omit it to keep the current value (V(udp) for a new entry).
+    type: str
+    choices: [udp, vrrp]
+  preserve_source:
+    description:
+      - Re-deliver with the original sender's address and port, C(multic_admin --preserve-source), for
+        applications that check them.
+      - Omit it to keep the current value (off for a new entry).
+    type: bool
   state:
     description:
       - V(present) adds or updates the entry, V(absent) removes it.
@@ -109,10 +123,13 @@ reload:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.multicast.proxy.plugins.module_utils.relay_config import (
+    ENTRY,
     client_add,
     client_delete,
     client_find,
     load_client_config,
+    module_argument_spec,
+    module_options,
     parse_group_ip,
     parse_port,
     parse_unicast_ip,
@@ -135,26 +152,26 @@ def desired_config(params):
             if not client_find(config, params["server_ip"], params["group_port"], params["group_ip"]):
                 return config
             return client_delete(config, params["server_ip"], params["group_port"], params["group_ip"])
+        # protocol, preserve_source, ...: the schema's entry options (relay_config.SCHEMA).
         return client_add(config, params["server_ip"], params["group_port"], params["server_port"],
-                          params["group_ip"])
+                          params["group_ip"], options=module_options(ENTRY, params))
 
     return edit
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            server_ip=dict(type="str", required=True),
-            server_port=dict(type="int"),
-            group_ip=dict(type="str", required=True),
-            group_port=dict(type="int", required=True),
-            state=dict(type="str", default="present", choices=["present", "absent"]),
-            conf_dir=dict(type="path", default="/etc/multicast"),
-            reload=dict(type="bool", default=True),
-        ),
-        required_if=[("state", "present", ("server_port",))],
-        supports_check_mode=True,
+    argument_spec = dict(
+        server_ip=dict(type="str", required=True),
+        server_port=dict(type="int"),
+        group_ip=dict(type="str", required=True),
+        group_port=dict(type="int", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        conf_dir=dict(type="path", default="/etc/multicast"),
+        reload=dict(type="bool", default=True),
     )
+    argument_spec.update(module_argument_spec(ENTRY))
+    module = AnsibleModule(argument_spec=argument_spec, required_if=[("state", "present", ("server_port",))],
+                           supports_check_mode=True)
     conf_dir = module.params["conf_dir"]
     before_text, after_text, changed = edit_config(module, conf_dir, "client", desired_config(module.params))
 

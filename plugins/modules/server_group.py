@@ -57,6 +57,20 @@ options:
         (the relay then uses the interface of the kernel route to the group).
       - Omit it to keep the current value.
     type: str
+  protocol:
+    description:
+      - What the group carries, C(multis_admin --protocol).
+      - V(udp) datagrams, or V(vrrp) advertisements (IP protocol 112, sent to 224.0.0.18; the group port is
+        then 0).
+      - Omit it to keep the current value (V(udp) for a new group).
+    type: str
+    choices: [udp, vrrp]
+  capture:
+    description:
+      - Pick the group's datagrams up from the interface instead of joining the group, C(multis_admin --capture).
+      - For senders that turn multicast loopback off, and for every port of a group (O(group_port=0)).
+      - Omit it to keep the current value (off for a new group).
+    type: bool
   state:
     description:
       - V(present) creates or updates the group, V(absent) removes it (C(multis_admin -D)).
@@ -133,7 +147,10 @@ reload:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.multicast.proxy.plugins.module_utils.relay_config import (
+    GROUP,
     load_server_config,
+    module_argument_spec,
+    module_options,
     parse_group_ip,
     server_delete,
     server_find_group,
@@ -162,27 +179,26 @@ def desired_config(params):
         if members is None:
             # No member list given: keep the members, change only what was given.
             members, mode = [], "add"
+        # interface, protocol, capture, ...: the schema's group options (relay_config.SCHEMA).
         return server_set_group(config, group_ip, params["server_port"], params["group_port"],
-                                members, mode, params["interface"])
+                                members, mode, options=module_options(GROUP, params))
 
     return edit
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            group_ip=dict(type="str", required=True),
-            server_port=dict(type="int"),
-            group_port=dict(type="int"),
-            members=dict(type="list", elements="str"),
-            member_mode=dict(type="str", default="exact", choices=["exact", "add", "remove"]),
-            interface=dict(type="str"),
-            state=dict(type="str", default="present", choices=["present", "absent"]),
-            conf_dir=dict(type="path", default="/etc/multicast"),
-            reload=dict(type="bool", default=True),
-        ),
-        supports_check_mode=True,
+    argument_spec = dict(
+        group_ip=dict(type="str", required=True),
+        server_port=dict(type="int"),
+        group_port=dict(type="int"),
+        members=dict(type="list", elements="str"),
+        member_mode=dict(type="str", default="exact", choices=["exact", "add", "remove"]),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        conf_dir=dict(type="path", default="/etc/multicast"),
+        reload=dict(type="bool", default=True),
     )
+    argument_spec.update(module_argument_spec(GROUP))
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     conf_dir = module.params["conf_dir"]
     before_text, after_text, changed = edit_config(module, conf_dir, "server", desired_config(module.params))
 

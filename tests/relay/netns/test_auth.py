@@ -106,7 +106,8 @@ def forge(secret, key_id, seq, payload=b"forged by rogue"):
     frame.pack_header_into(header, frame.ip_to_int(GROUP), GROUP_PORT, src, 4242, seq,
                            flags=frame.FLAG_TAG if secret is not None else 0, key_id=key_id)
     covered = bytes(header) + payload
-    return covered + (auth.compute_tag(secret, covered) if secret is not None else b"")
+    # Any server address: the secret is wrong anyway.
+    return covered + (auth.compute_tag(secret, "10.77.0.99", covered) if secret is not None else b"")
 
 
 def flipped(data, position):
@@ -168,6 +169,45 @@ def test_forged_tampered_and_replayed_frames_never_reach_a_receiver(make_vpc):
     for reason in expected:
         assert "drop %s:" % reason in log, reason
     assert SECRET_1.hex() not in log
+
+
+def test_a_frame_of_one_server_replayed_under_another_servers_address_is_refused(make_vpc):
+    """Issue 14.1: tags bind the server that sent the frame.
+
+    Two servers send the group; server b runs since an earlier second, so
+    a's sequence numbers are far ahead of b's. A frame of a's, captured on
+    the path and re-sent under b's address, must not verify (before, it was
+    accepted and moved b's replay window past every frame b would send).
+    """
+    vpc = make_vpc({"a": 1, "b": 1, "m1": 1, "rogue": 1})
+    server_a, server_b, m1, rogue = vpc["a"], vpc["b"], vpc["m1"], vpc["rogue"]
+    for server in (server_b, server_a):
+        edit(server, "multis_admin", "-A", "-m", GROUP, "-j", m1.ip, "-p", SERVER_PORT, "-g", GROUP_PORT)
+        edit(m1, "multic_admin", "-A", "-i", server.ip, "-g", GROUP_PORT, "-s", SERVER_PORT, "-m", GROUP)
+    for host in (server_a, server_b, m1):
+        write_keys(host, 1, (1, SECRET_1))
+    server_b.start_relay("server")
+    time.sleep(1.1)  # a's run second, the upper half of its sequence numbers, is later than b's
+    server_a.start_relay("server")
+    m1.start_relay("client")
+    from_a, from_b = 5, 5
+    receiver = m1.start_receiver("mcrecv", GROUP, GROUP_PORT, expect=from_a + from_b, idle_timeout=20)
+    capture = start_capture(vpc, m1, from_a)
+    assert server_a.send(GROUP, GROUP_PORT, from_a, rate=200, size=200, stream_id=1)["sent"] == from_a
+    captured = [bytes.fromhex(item) for item in capture.json_result()["frames"]]
+    assert len(captured) == from_a, capture.describe()
+
+    def entry(server):
+        return [e for e in client_stats(m1)["entries"] if e["server_ip"] == server.ip][0]
+    wait_until(lambda: entry(server_a)["delivered_packets"] == from_a, "a's stream")
+    inject(rogue, captured[-1:], server_b.ip, m1)
+    wait_until(lambda: client_stats(m1)["drops"]["auth_bad"] == 1, "the re-sent frame to be refused")
+    assert server_b.send(GROUP, GROUP_PORT, from_b, rate=200, size=200, stream_id=2)["sent"] == from_b
+    summary = receiver.json_result()
+    assert (summary["unique"], summary["duplicates"], summary["foreign"]) == (from_a + from_b, 0, 0), summary
+    assert entry(server_b)["delivered_packets"] == from_b
+    drops = client_stats(m1)["drops"]
+    assert {reason: count for reason, count in drops.items() if count} == {"auth_bad": 1}, drops
 
 
 def test_key_rotation_mid_stream_loses_nothing(make_vpc):

@@ -1,4 +1,4 @@
-"""The client's batched data path (redelivery.py): recvmmsg/sendmmsg and the per-frame fallback.
+"""The client's batched data path (client_fastpath.py): recvmmsg/sendmmsg and the per-frame fallback.
 
 Real traffic goes to sockets this test binds on loopback addresses only.
 """
@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from multicast_proxy import redelivery
+from multicast_proxy import client_fastpath
 
 
 def udp_socket(address="127.0.0.1", blocking=False):
@@ -34,18 +34,18 @@ def sockets():
 
 @pytest.fixture(params=[True, False], ids=["mmsg", "fallback"])
 def batch_io(request):
-    receiver, sender = redelivery.batch_io(use_mmsg=request.param)
+    receiver, sender = client_fastpath.batch_io(use_mmsg=request.param)
     yield receiver, sender
     sender.close()
     receiver.close()
 
 
 def test_the_mmsg_pair_is_used_where_libc_has_it():
-    receiver, sender = redelivery.batch_io()
+    receiver, sender = client_fastpath.batch_io()
     assert (receiver.name, sender.name) == ("recvmmsg", "sendmmsg")
     sender.close()
     receiver.close()
-    receiver, sender = redelivery.batch_io(use_mmsg=False)
+    receiver, sender = client_fastpath.batch_io(use_mmsg=False)
     assert (receiver.name, sender.name) == ("recvfrom", "sendto")
     sender.close()
     receiver.close()
@@ -60,8 +60,8 @@ def test_a_batch_is_what_is_queued(sockets, batch_io):
         sock.sendto(data, listener.getsockname())
     assert receiver.receive(listener) == 3
     assert receiver.lengths == [3, 1400, 0]
-    assert receiver.sources == [redelivery.address_key("127.0.0.1"), redelivery.address_key("127.0.0.2"),
-                                redelivery.address_key("127.0.0.1")]
+    assert receiver.sources == [client_fastpath.address_key("127.0.0.1"), client_fastpath.address_key("127.0.0.2"),
+                                client_fastpath.address_key("127.0.0.1")]
     assert [receiver.source(i) for i in range(3)] == [sock.getsockname() for sock, _data in frames]
     assert bytes(receiver.slots[1][:1400]) == b"x" * 1400 and bytes(receiver.slots[0][:3]) == b"one"
     # Nothing queued: an empty batch, not an error and not a wait.
@@ -72,11 +72,11 @@ def test_a_batch_stops_at_the_slot_count(sockets, batch_io):
     receiver, _sender = batch_io
     listener = sockets()
     source = sockets()
-    for number in range(redelivery.BATCH + 5):
+    for number in range(client_fastpath.BATCH + 5):
         source.sendto(b"%d" % number, listener.getsockname())
-    assert receiver.receive(listener) == redelivery.BATCH
+    assert receiver.receive(listener) == client_fastpath.BATCH
     assert receiver.receive(listener) == 5
-    assert bytes(receiver.slots[4][:receiver.lengths[4]]) == b"%d" % (redelivery.BATCH + 4)
+    assert bytes(receiver.slots[4][:receiver.lengths[4]]) == b"%d" % (client_fastpath.BATCH + 4)
 
 
 def test_a_receive_error_is_raised(sockets, batch_io):
@@ -104,7 +104,7 @@ def test_copies_go_out_per_socket_in_order_from_the_slots(sockets, batch_io):
         feeder.sendto(b"HEADER" + data, listener.getsockname())
     assert receiver.receive(listener) == 3
     address = destination.getsockname()
-    sockaddr = redelivery.sockaddr_in(*address)
+    sockaddr = client_fastpath.sockaddr_in(*address)
     entry_a, entry_b = object(), object()
     # Frames 0 and 2 through out_a, frame 1 through out_b: three runs.
     for slot, target, entry in ((0, out_a, entry_a), (1, out_b, entry_b), (2, out_a, entry_a)):
@@ -132,13 +132,13 @@ def test_a_refused_copy_is_reported_and_the_others_go_out(sockets, batch_io):
     entries = [object(), object(), object()]
     # Port 0 is not a destination: the kernel refuses that copy with EINVAL.
     for entry, address in zip(entries, (good, ("127.0.0.1", 0), good)):
-        sender.add(out, entry, 0, 0, 7, address, redelivery.sockaddr_in(*address))
+        sender.add(out, entry, 0, 0, 7, address, client_fastpath.sockaddr_in(*address))
     assert sender.flush() == [(entries[1], 7, errno.EINVAL)]
     assert [destination.recvfrom(64)[0] for dummy in range(2)] == [b"payload", b"payload"]
 
 
 def test_more_copies_than_records_are_all_sent(sockets):
-    receiver, sender = redelivery.batch_io()
+    receiver, sender = client_fastpath.batch_io()
     try:
         listener = sockets()
         sockets().sendto(b"copy", listener.getsockname())
@@ -146,9 +146,9 @@ def test_more_copies_than_records_are_all_sent(sockets):
         destination = sockets()
         address = destination.getsockname()
         out = sockets()
-        copies = 2 * redelivery.BATCH + 3
+        copies = 2 * client_fastpath.BATCH + 3
         for _copy in range(copies):
-            sender.add(out, None, 0, 0, 4, address, redelivery.sockaddr_in(*address))
+            sender.add(out, None, 0, 0, 4, address, client_fastpath.sockaddr_in(*address))
         assert sender.flush() == []
         received = 0
         while True:
@@ -175,15 +175,15 @@ def test_the_client_takes_back_copies_the_kernel_refused(tmp_path, sockets, use_
     good_port = destination.getsockname()[1]
     out = sockets()
     relay = client.ClientDaemon(str(tmp_path))
-    relay.log = logging.getLogger("test_redelivery")
+    relay.log = logging.getLogger("test_client_fastpath")
     relay.drop_log = daemon.DropLog(relay.log)
-    relay.receiver, relay.sender = redelivery.batch_io(use_mmsg)
+    relay.receiver, relay.sender = client_fastpath.batch_io(use_mmsg)
     # Group port 0: re-delivered to the frame's group port, so a frame for port 0 is refused (EINVAL).
     entry = client.Entry("127.0.0.1", port, "127.0.0.1", 0)
     entry.targets = (out,)
     relay.entries = {entry.key: entry}
     relay.routes = {entry.route: entry}
-    relay.servers = {redelivery.address_key("127.0.0.1")}
+    relay.servers = {client_fastpath.address_key("127.0.0.1")}
     feeder = sockets()
     for sequence, group_port in ((1, good_port), (2, 0), (3, good_port)):
         feeder.sendto(frame.encode("127.0.0.1", group_port, "10.0.0.9", 1, sequence, b"data%d" % sequence),
@@ -204,7 +204,7 @@ def test_the_first_frame_is_read_alone(sockets, batch_io):
     for data in (b"first", b"second", b"third"):
         source.sendto(data, listener.getsockname())
     assert receiver.receive_first(listener) == 1
-    assert (receiver.lengths, receiver.sources) == ([5], [redelivery.address_key("127.0.0.3")])
+    assert (receiver.lengths, receiver.sources) == ([5], [client_fastpath.address_key("127.0.0.3")])
     assert receiver.source(0) == source.getsockname()
     assert bytes(receiver.slots[0][:5]) == b"first"
     # What queued behind it comes as one batch.
@@ -220,14 +220,14 @@ def client_with_one_entry(tmp_path, listener_port, group_port, target, use_mmsg=
     from multicast_proxy import client, daemon
 
     relay = client.ClientDaemon(str(tmp_path))
-    relay.log = logging.getLogger("test_redelivery")
+    relay.log = logging.getLogger("test_client_fastpath")
     relay.drop_log = daemon.DropLog(relay.log)
-    relay.receiver, relay.sender = redelivery.batch_io(use_mmsg)
+    relay.receiver, relay.sender = client_fastpath.batch_io(use_mmsg)
     entry = client.Entry("127.0.0.1", listener_port, "127.0.0.1", group_port)
     entry.targets = (target,)
     relay.entries = {entry.key: entry}
     relay.routes = {entry.route: entry}
-    relay.servers = {redelivery.address_key("127.0.0.1")}
+    relay.servers = {client_fastpath.address_key("127.0.0.1")}
     return relay, entry
 
 
@@ -319,7 +319,7 @@ def queue_frames(feeder, port, frames):
 def test_a_uniform_burst_is_recognised_column_by_column(sockets):
     from multicast_proxy import frame
 
-    receiver, sender = redelivery.batch_io()
+    receiver, sender = client_fastpath.batch_io()
     listener = sockets()
     port = listener.getsockname()[1]
     feeder = sockets()
@@ -327,7 +327,7 @@ def test_a_uniform_burst_is_recognised_column_by_column(sockets):
     try:
         queue_frames(feeder, port, [(5000, base + i, b"p" * i) for i in range(5)])
         assert receiver.receive(listener) == 5
-        assert receiver.uniform_run(5) == (redelivery.address_key("127.0.0.1"), frame.ip_to_int("127.0.0.1"), 5000,
+        assert receiver.uniform_run(5) == (client_fastpath.address_key("127.0.0.1"), frame.ip_to_int("127.0.0.1"), 5000,
                                            base)
         # The counter's low word crossing a byte boundary is still consecutive.
         queue_frames(feeder, port, [(5000, (9 << 32) + 255 + i, b"q") for i in range(3)])
@@ -413,7 +413,7 @@ def test_a_run_is_sent_with_one_call_and_failures_name_their_slot(sockets):
     import ctypes
     import errno as errors
 
-    receiver, sender = redelivery.batch_io()
+    receiver, sender = client_fastpath.batch_io()
     calls = []
     results = [(2, 0), (-1, errors.EAGAIN), (1, 0)]
 
@@ -425,7 +425,7 @@ def test_a_run_is_sent_with_one_call_and_failures_name_their_slot(sockets):
     sender._sendmmsg = scripted
     try:
         target = sockets()
-        failed = sender.send_run(target, [30, 40, 50, 60], 28, redelivery.sockaddr_in("127.0.0.1", 9))
+        failed = sender.send_run(target, [30, 40, 50, 60], 28, client_fastpath.sockaddr_in("127.0.0.1", 9))
         assert failed == [(2, errors.EAGAIN)]
         assert calls == [4, 2, 1]
         # The records point at each slot's payload, with each frame's payload length.

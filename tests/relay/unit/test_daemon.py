@@ -292,7 +292,8 @@ def test_client_drops_frames_by_reason(tmp_path, relays):
     wait_for(lambda: client.request("stats")["entries"][0]["rx_packets"] == 1, "the good frame")
     drops = client.request("stats")["drops"]
     assert drops == {"malformed": 1, "bad_version": 1, "unknown_server": 1, "unknown_group": 1,
-                     "deliver_error": 0, "receive_error": 0, "auth_missing": 0, "auth_unknown_key": 0, "auth_bad": 0, "replay": 0}
+                     "deliver_error": 0, "receive_error": 0, "auth_missing": 0, "auth_unknown_key": 0, "auth_bad": 0, "replay": 0,
+                     "no_keys": 0}
     probe.close()
     local.close()
 
@@ -323,7 +324,7 @@ def test_control_protocol_and_reload(tmp_path, relays):
     assert show["config"]["multi_group_array"][0]["group_ip"] == group
     assert show["groups"][0]["state"] == "joined"
     assert server.request("frobnicate") == {"ok": False,
-                                            "error": "unknown command 'frobnicate'; use ping, reload, stats or show"}
+                                            "error": 'unknown command "frobnicate"; use ping, reload, stats, show'}
     assert (tmp_path / "multis.sock").stat().st_mode & 0o777 == 0o600
     # A hand-broken file is refused and the daemon keeps its config.
     (tmp_path / config.SERVER_CONFIG_NAME).write_text('{"multi_group_array": [{"group_ip": "1.2.3.4"}]}')

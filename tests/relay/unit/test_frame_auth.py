@@ -155,34 +155,43 @@ def documented_auth_vector():
 def test_documented_tag_vector():
     vector = documented_auth_vector()
     assert vector["secret"] == SECRET_1
-    assert hmac.new(vector["secret"], vector["covered"], hashlib.sha256).digest() == vector["hmac"]
+    assert hmac.new(vector["secret"], vector["server"] + vector["covered"], hashlib.sha256).digest() == vector["hmac"]
     assert vector["frame"] == vector["covered"] + vector["hmac"][:16]
     decoded = frame.decode(vector["frame"])
     assert (decoded.flags, decoded.key_id, decoded.payload, decoded.tag) == (1, 1, b"hello", vector["hmac"][:16])
-    signer = auth.Signer({"send_key_id": 1, "keys": {1: vector["secret"]}})
+    server_ip = socket.inet_ntoa(vector["server"])
+    assert auth.compute_tag(vector["secret"], server_ip, vector["covered"]) == vector["hmac"][:16]
+    signer = auth.Signer({"send_key_id": 1, "keys": {1: vector["secret"]}}).bound(server_ip)
     buffer = bytearray(vector["covered"]) + bytearray(16)
     assert signer.sign_into(memoryview(buffer), len(vector["covered"])) == len(vector["frame"])
     assert bytes(buffer) == vector["frame"]
+    verifier = auth.Verifier({"send_key_id": 1, "keys": {1: vector["secret"]}})
+    end = len(vector["covered"])
+    assert verifier.check(memoryview(vector["frame"]), 1, 1, end, vector["server"]) is None
+    # The same bytes from another server's address are refused.
+    assert verifier.check(memoryview(vector["frame"]), 1, 1, end, auth.server_identity("192.168.1.2")) == "auth_bad"
 
 
 @settings(max_examples=200, deadline=None)
-@given(secret=st.binary(min_size=32, max_size=200), data=st.binary(max_size=3000))
-def test_precomputed_hmac_matches_the_hmac_module(secret, data):
+@given(secret=st.binary(min_size=32, max_size=200), data=st.binary(max_size=3000),
+       server=st.integers(min_value=0, max_value=0xFFFFFFFF))
+def test_precomputed_hmac_matches_the_hmac_module(secret, data, server):
     # Secrets longer than the 64-byte SHA-256 block are hashed first (RFC 2104).
-    assert auth._Keyed(secret).tag(data) == auth.compute_tag(secret, data)
+    server_ip = frame.int_to_ip(server)
+    assert auth._Keyed(secret).tag(auth.server_identity(server_ip), data) == auth.compute_tag(secret, server_ip, data)
 
 
-def tagged_frame(secret, key_id=1, seq=7, payload=b"payload"):
+def tagged_frame(secret, key_id=1, seq=7, payload=b"payload", server_ip="10.0.0.1"):
     header = bytearray(frame.HEADER_LEN)
     frame.pack_header_into(header, frame.ip_to_int("239.1.1.1"), 5000, frame.ip_to_int("10.0.0.1"), 4000, seq,
                            flags=frame.FLAG_TAG, key_id=key_id)
     covered = bytes(header) + payload
-    return covered + auth.compute_tag(secret, covered)
+    return covered + auth.compute_tag(secret, server_ip, covered)
 
 
-def verdict(verifier, data):
+def verdict(verifier, data, server_ip="10.0.0.1"):
     flags, _p, _t, key_id, _g, _gp, _s, _sp, _seq, _start, end = frame.parse_from(data, len(data))
-    return verifier.check(memoryview(data), flags, key_id, end)
+    return verifier.check(memoryview(data), flags, key_id, end, auth.server_identity(server_ip))
 
 
 def test_verifier_reasons_and_rotation():
@@ -270,7 +279,7 @@ def test_server_tags_frames_and_refuses_what_leaves_no_room_for_the_tag(tmp_path
     for data in frames:
         decoded = frame.decode(data)
         assert (decoded.flags, decoded.key_id) == (frame.FLAG_TAG, 2)
-        assert decoded.tag == auth.compute_tag(SECRET_2, data[:-frame.TAG_LEN])
+        assert decoded.tag == auth.compute_tag(SECRET_2, "127.0.0.1", data[:-frame.TAG_LEN])
     assert [len(frame.decode(d).payload) for d in frames] == [5, frame.MAX_PAYLOAD - frame.TAG_LEN]
     (g,) = server.request("stats")["groups"]
     assert (g["drops"]["oversize"], g["rx_packets"]) == (1, 2)
@@ -313,7 +322,7 @@ def test_client_with_keys_drops_and_counts_by_reason(tmp_path, relays):  # noqa:
         frame.pack_header_into(header, frame.ip_to_int(group), 5000, frame.ip_to_int("10.0.0.9"), 1, seq,
                                flags=frame.FLAG_TAG, key_id=key_id)
         covered = bytes(header) + payload
-        return covered + auth.compute_tag(secret, covered)
+        return covered + auth.compute_tag(secret, "127.0.0.1", covered)
 
     good = make(SECRET_1, 1, 5000)
     local.sendto(good, to)
@@ -338,6 +347,75 @@ def test_client_with_keys_drops_and_counts_by_reason(tmp_path, relays):  # noqa:
         assert "drop %s:" % reason in log
     assert SECRET_1.hex() not in log and SECRET_2.hex() not in log
     local.close()
+
+
+def test_a_frame_of_one_server_resent_under_another_servers_address_is_refused(tmp_path, relays):  # noqa: F811
+    """Issue 14.1: two servers send one group; a captured frame of A re-sent from B's address is auth_bad,
+    and B's window does not move: B's own (lower-numbered) frames are still accepted."""
+    server_port = free_udp_port()
+    group = random_group()
+    write_client(tmp_path, [{"server_ip": ip, "server_port": server_port, "group_ip": group, "group_port": 5000}
+                            for ip in ("127.0.0.1", "127.0.0.2")])
+    write_keys(tmp_path, 1, (1, SECRET_1))
+    client = relays(tmp_path, "client")
+    client.wait_ready()
+    server_a, server_b = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _server in range(2))
+    server_a.bind(("127.0.0.1", 0))
+    server_b.bind(("127.0.0.2", 0))
+    to = ("127.0.0.1", server_port)
+
+    def make(server_ip, seq):
+        header = bytearray(frame.HEADER_LEN)
+        frame.pack_header_into(header, frame.ip_to_int(group), 5000, frame.ip_to_int("10.0.0.9"), 1, seq,
+                               flags=frame.FLAG_TAG, key_id=1)
+        covered = bytes(header) + b"x"
+        return covered + auth.compute_tag(SECRET_1, server_ip, covered)
+
+    def received(server_ip):
+        return [e["rx_packets"] for e in client.request("stats")["entries"] if e["server_ip"] == server_ip][0]
+    try:
+        captured = make("127.0.0.1", 9 << 32)     # a frame of A's, far ahead of B's numbers
+        server_a.sendto(captured, to)
+        wait_for(lambda: received("127.0.0.1") == 1, "A's frame")
+        server_b.sendto(captured, to)             # the replay under B's address
+        wait_for(lambda: client.request("stats")["drops"]["auth_bad"] == 1, "the re-sent frame refused")
+        server_b.sendto(make("127.0.0.2", 5), to)  # B's genuine frame, numbered far below A's
+        wait_for(lambda: received("127.0.0.2") == 1, "B's frame")
+        drops = client.request("stats")["drops"]
+        assert (drops["auth_bad"], drops["replay"]) == (1, 0)
+    finally:
+        server_a.close()
+        server_b.close()
+
+
+def test_the_server_binds_its_tags_to_its_route_source_or_the_configured_address(tmp_path, relays):  # noqa: F811
+    member = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    member.bind(("127.0.0.1", 0))
+    member.settimeout(5)
+    group, group_port = random_group(), free_udp_port()
+    write_server(tmp_path, group, group_port, member.getsockname()[1], ["127.0.0.1"])
+    write_keys(tmp_path, 1, (1, SECRET_1))
+    server = relays(tmp_path, "server")
+    server.wait_ready()
+    sender = lo_sender()
+    verifier = auth.Verifier({"send_key_id": 1, "keys": {1: SECRET_1}})
+    try:
+        sender.sendto(b"routed", (group, group_port))
+        data = member.recv(70000)
+        assert verdict(verifier, data, "127.0.0.1") is None
+        assert verdict(verifier, data, "127.0.0.2") == "auth_bad"
+        cfg = json.loads((tmp_path / config.SERVER_CONFIG_NAME).read_text())
+        cfg["address"] = "10.1.2.3"
+        (tmp_path / config.SERVER_CONFIG_NAME).write_text(json.dumps(cfg))
+        assert server.request("reload")["ok"]
+        sender.sendto(b"configured", (group, group_port))
+        data = member.recv(70000)
+        assert frame.decode(data).payload == b"configured"
+        assert verdict(verifier, data, "10.1.2.3") is None
+        assert verdict(verifier, data, "127.0.0.1") == "auth_bad"
+    finally:
+        member.close()
+        sender.close()
 
 
 def test_invalid_key_file_stops_the_start(tmp_path, relays):  # noqa: F811

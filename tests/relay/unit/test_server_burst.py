@@ -14,7 +14,7 @@ import struct
 
 import pytest
 
-from multicast_proxy import auth, relay_config as config, daemon, fastpath, frame, server
+from multicast_proxy import auth, relay_config as config, daemon, frame, mmsg, server, server_fastpath
 
 from test_daemon import free_udp_port
 
@@ -147,7 +147,7 @@ def test_a_burst_is_tagged_when_keys_are_loaded(relay, receivers):
         for data in datagrams:
             flags, _p, _t, key_id, _g, _gp, _s, _sp, _seq, _start, end = frame.parse_from(data, len(data))
             assert (flags, key_id) == (frame.FLAG_TAG, 3)
-            assert verifier.check(memoryview(data), flags, key_id, end) is None
+            assert verifier.check(memoryview(data), flags, key_id, end, auth.server_identity("127.0.0.1")) is None
     # The datagram that leaves no room for the tag is refused, not truncated.
     assert group.drops["oversize"] == 1
 
@@ -175,7 +175,7 @@ def test_members_that_fail_in_a_burst_are_counted_per_datagram(relay, receivers,
 
 
 def test_without_recvmmsg_the_relay_reads_one_datagram_per_call(relay, receivers, monkeypatch):
-    monkeypatch.setattr(fastpath, "libc_recvmmsg", lambda: None)
+    monkeypatch.setattr(server_fastpath, "libc_recvmmsg", lambda: None)
     instance, start, sender = relay
     members, port, socks = receivers
     group, group_port = start(members[:1], port)
@@ -187,9 +187,9 @@ def test_without_recvmmsg_the_relay_reads_one_datagram_per_call(relay, receivers
 
 
 def cmsg(level, kind, data):
-    header = fastpath._CMSG_HEADER
+    header = mmsg.CMSG_HEADER
     length = header.size + len(data)
-    padded = (length + fastpath._CMSG_ALIGN - 1) // fastpath._CMSG_ALIGN * fastpath._CMSG_ALIGN
+    padded = (length + mmsg.CMSG_ALIGN - 1) // mmsg.CMSG_ALIGN * mmsg.CMSG_ALIGN
     return header.pack(length, level, kind) + data + bytes(padded - length)
 
 
@@ -200,9 +200,9 @@ def test_control_messages_in_any_order_or_truncated_are_parsed_safely():
     for control, expected in ((ttl + tos, (64, 0xb8)), (tos + ttl, (64, 0xb8)), (other + ttl, (64, 0)),
                               (tos, (-1, 0xb8)), (b"", (-1, 0)), (ttl[:10], (-1, 0)),
                               # A length field pointing past the end stops the walk.
-                              (fastpath._CMSG_HEADER.pack(500, 0, socket.IP_TTL) + bytes(8), (-1, 0))):
+                              (mmsg.CMSG_HEADER.pack(500, 0, socket.IP_TTL) + bytes(8), (-1, 0))):
         buffer = b"\xff" * 8 + control
-        assert fastpath.parse_ttl_tos(buffer, 8, len(control)) == expected, control
+        assert mmsg.parse_ttl_tos(buffer, 8, len(control)) == expected, control
 
 
 class ScriptedSendmmsg:
@@ -214,7 +214,7 @@ class ScriptedSendmmsg:
         self.calls = []
 
     def __call__(self, fd, headers, count, flags):
-        first = (headers - self.fan_out._scratch_address) // ctypes.sizeof(fastpath._MMsgHdr)
+        first = (headers - self.fan_out._scratch_address) // ctypes.sizeof(mmsg.MMsgHdr)
         self.calls.append((first, count))
         result, code = self.results.pop(0)
         ctypes.set_errno(code)
@@ -222,7 +222,7 @@ class ScriptedSendmmsg:
 
 
 def scripted(sender, results, member_count):
-    fan_out = fastpath.SendmmsgFanOut(sender, bytearray(64), None)
+    fan_out = server_fastpath.SendmmsgFanOut(sender, bytearray(64), None)
     fake = ScriptedSendmmsg(fan_out, results)
     fan_out._sendmmsg = fake
     ips = tuple("10.9.%d.%d" % (index // 250, index % 250 + 1) for index in range(member_count))
@@ -250,7 +250,7 @@ def test_a_failed_copy_names_its_row_and_member_and_the_rest_go_on(sender):
 
 def test_send_rows_points_every_copy_at_its_member_and_row(sender, receivers):
     members, port, socks = receivers
-    fan_out = fastpath.fan_out(sender, bytearray(64))
+    fan_out = server_fastpath.fan_out(sender, bytearray(64))
     targets = fan_out.member_set(members, port)
     rows = [b"row %d " % index + b"." * index for index in range(5)]
     buffers = [ctypes.create_string_buffer(data, len(data)) for data in rows]

@@ -1,4 +1,4 @@
-"""The server's fan-out (fastpath.py): sendmmsg through ctypes and the sendto fallback.
+"""The server's fan-out (server_fastpath.py, on mmsg.py): sendmmsg through ctypes and the sendto fallback.
 
 Real sends go to sockets this test binds on loopback addresses only.
 """
@@ -10,26 +10,26 @@ import random
 
 import pytest
 
-from multicast_proxy import capture, relay_config as config, daemon, fastpath, server
+from multicast_proxy import capture, relay_config as config, daemon, mmsg, server, server_fastpath
 
 MEMBERS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 
 
 def fan_outs(sock, buffer):
-    yield fastpath.fan_out(sock, buffer)
-    yield fastpath.fan_out(sock, buffer, use_sendmmsg=False)
+    yield server_fastpath.fan_out(sock, buffer)
+    yield server_fastpath.fan_out(sock, buffer, use_sendmmsg=False)
 
 
 def test_sendmmsg_is_used_where_libc_has_it(sender):
-    assert fastpath.fan_out(sender, bytearray(64)).name == "sendmmsg"
-    assert fastpath.fan_out(sender, bytearray(64), use_sendmmsg=False).name == "sendto"
+    assert server_fastpath.fan_out(sender, bytearray(64)).name == "sendmmsg"
+    assert server_fastpath.fan_out(sender, bytearray(64), use_sendmmsg=False).name == "sendto"
 
 
 @pytest.mark.parametrize("use_sendmmsg", [True, False])
 def test_every_member_gets_the_current_buffer_prefix(receivers, sender, use_sendmmsg):
     ips, port, socks = receivers
     buffer = bytearray(2048)
-    fan_out = fastpath.fan_out(sender, buffer, use_sendmmsg)
+    fan_out = server_fastpath.fan_out(sender, buffer, use_sendmmsg)
     members = fan_out.member_set(ips, port)
     for payload in (b"first datagram", b"x" * 1400, b"3"):
         buffer[:len(payload)] = payload
@@ -40,7 +40,7 @@ def test_every_member_gets_the_current_buffer_prefix(receivers, sender, use_send
 
 
 def test_member_sets_are_shared_while_a_group_uses_them(sender):
-    fan_out = fastpath.fan_out(sender, bytearray(64))
+    fan_out = server_fastpath.fan_out(sender, bytearray(64))
     first = fan_out.member_set(MEMBERS, 5000)
     assert fan_out.member_set(tuple(MEMBERS), 5000) is first
     assert fan_out.member_set(MEMBERS, 5001) is not first
@@ -67,9 +67,9 @@ class ScriptedSendmmsg:
 
 
 def scripted_fan_out(sender, results):
-    stride = ctypes.sizeof(fastpath._MMsgHdr)
+    stride = ctypes.sizeof(mmsg.MMsgHdr)
     fake = ScriptedSendmmsg(stride, results)
-    return fastpath.SendmmsgFanOut(sender, bytearray(64), fake), fake
+    return server_fastpath.SendmmsgFanOut(sender, bytearray(64), fake), fake
 
 
 def test_partial_send_counts_the_failed_member_and_goes_on_with_the_next(sender):
@@ -106,8 +106,8 @@ def test_every_member_failing_costs_one_call_each(sender):
 
 
 def test_error_messages():
-    assert fastpath.error_message(errno.EAGAIN) == "send buffer full (EAGAIN)"
-    assert fastpath.error_message(errno.ENETUNREACH) == "Network is unreachable"
+    assert mmsg.error_message(errno.EAGAIN) == "send buffer full (EAGAIN)"
+    assert mmsg.error_message(errno.ENETUNREACH) == "Network is unreachable"
 
 
 class OneFanOut:

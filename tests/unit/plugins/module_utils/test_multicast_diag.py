@@ -1,133 +1,24 @@
 # -*- coding: utf-8 -*-
 # Copyright: contributors to the multicast.proxy collection
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The doctor's facts parsing (on fake /proc trees) and rules (on synthetic facts)."""
+"""The doctor's rules (on synthetic facts), its report, and how its three files are shared."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
+import ast
 import os
-import socket
-
-import pytest
 
 from ansible_collections.multicast.proxy.plugins.module_utils import multicast_diag as diag
+from ansible_collections.multicast.proxy.plugins.module_utils import multicast_diag_firewall, multicast_diag_kernel
+from ansible_collections.multicast.proxy.plugins.module_utils.multicast_diag_kernel import multicast_routes
+from ansible_collections.multicast.proxy.tests.unit.plugins.module_utils.test_multicast_diag_firewall import (
+    dport,
+    nft_ruleset,
+)
 
 GROUP = "239.7.7.7"
-
-
-# ------------------------------------------------------------ fake /proc trees
-
-def hexip(address):
-    return diag.ip_to_kernel_hex(address)
-
-
-def route_line(interface, destination, prefixlen, gateway=None, metric=0):
-    mask = socket.inet_ntoa(((0xFFFFFFFF << (32 - prefixlen)) & 0xFFFFFFFF).to_bytes(4, "big")) if prefixlen else "0.0.0.0"
-    flags = 0x1 | (0x2 if gateway else 0)
-    return "%s\t%s\t%s\t%04X\t0\t0\t%d\t%s\t0\t0\t0" % (
-        interface, hexip(destination), hexip(gateway or "0.0.0.0"), flags, metric, hexip(mask))
-
-
-def write_tree(root, interfaces, routes, igmp, udp, max_memberships=20, rp_filter=None):
-    """A minimal /proc + /sys tree as the kernel lays it out."""
-    def put(relative, text):
-        path = os.path.join(str(root), relative)
-        if not os.path.isdir(os.path.dirname(path)):
-            os.makedirs(os.path.dirname(path))
-        with open(path, "w") as handle:
-            handle.write(text)
-
-    for name, index, flags, operstate in interfaces:
-        put("sys/class/net/%s/flags" % name, "0x%x\n" % flags)
-        put("sys/class/net/%s/ifindex" % name, "%d\n" % index)
-        put("sys/class/net/%s/operstate" % name, operstate + "\n")
-    put("proc/net/route", "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
-        + "\n".join(routes) + "\n")
-    put("proc/net/igmp", "Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter\n" + igmp)
-    put("proc/net/udp", "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
-        "timeout inode ref pointer drops\n" + udp)
-    put("proc/net/dev", "Inter-|   Receive\n face |bytes    packets errs drop fifo frame compressed multicast|\n"
-        + "".join("%6s: 100 1 0 0 0 0 0 7 100 1 0 0 0 0 0 0\n" % i[0] for i in interfaces))
-    put("proc/net/netstat", "IpExt: InMcastPkts OutMcastPkts\nIpExt: 5 9\n")
-    put("proc/sys/net/ipv4/igmp_max_memberships", "%d\n" % max_memberships)
-    for name, value in (rp_filter or {"all": 0}).items():
-        put("proc/sys/net/ipv4/conf/%s/rp_filter" % name, "%d\n" % value)
-
-
-@pytest.fixture
-def two_nic_tree(tmp_path):
-    write_tree(
-        tmp_path,
-        interfaces=[("lo", 1, 0x49, "unknown"), ("eth0", 2, 0x1043, "up"), ("eth1", 3, 0x1043, "up")],
-        routes=[route_line("eth0", "0.0.0.0", 0, gateway="10.0.0.254"),
-                route_line("eth0", "10.0.0.0", 24), route_line("eth1", "10.1.0.0", 24),
-                route_line("eth1", "224.0.0.0", 4, metric=5)],
-        igmp=("1\tlo        :     1      V3\n\t\t\t\t%s     1 0:00000000\t\t0\n"
-              "2\teth0      :     2      V3\n\t\t\t\t%s     1 0:00000000\t\t0\n"
-              "\t\t\t\t%s     2 0:00000000\t\t0\n" % (hexip("224.0.0.1"), hexip("224.0.0.1"), hexip(GROUP))),
-        udp=("  1: %s:B798 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 "
-             "0000000000000000 3\n" % hexip(GROUP)),
-        rp_filter={"all": 0, "eth1": 1},
-    )
-    return tmp_path
-
-
-def test_fake_tree_is_read_like_netstat_and_route(two_nic_tree):
-    facts = diag.collect_facts(str(two_nic_tree), ipv4_by_index={2: ["10.0.0.5/24"], 3: ["10.1.0.5/24"]})
-    eth0 = [i for i in facts["interfaces"] if i["name"] == "eth0"][0]
-    assert eth0["flags"] == ["UP", "BROADCAST", "RUNNING", "MULTICAST"]
-    assert eth0["ipv4"] == ["10.0.0.5/24"] and eth0["rx_multicast"] == 7
-    lo = [i for i in facts["interfaces"] if i["name"] == "lo"][0]
-    assert lo["loopback"] and not lo["multicast"]
-    assert {"interface": "eth0", "index": 2, "group": GROUP, "users": 2} in facts["memberships"]
-    assert facts["udp_sockets"] == [{"local_address": GROUP, "local_port": 0xB798, "remote_address": "0.0.0.0",
-                                     "remote_port": 0, "uid": 0, "inode": 4242, "drops": 3}]
-    assert facts["multicast_routes"] == [{"interface": "eth1", "destination": "224.0.0.0", "prefixlen": 4,
-                                          "gateway": None, "metric": 5}]
-    assert facts["igmp_max_memberships"] == 20
-    assert facts["rp_filter"] == {"all": 0, "eth1": 1}
-    assert facts["ip_counters"] == {"InMcastPkts": 5, "OutMcastPkts": 9}
-
-
-def test_route_lookup_prefers_the_longest_prefix_then_the_lowest_metric(two_nic_tree):
-    facts = diag.collect_facts(str(two_nic_tree), ipv4_by_index={})
-    assert diag.route_lookup(facts["routes"], GROUP)["interface"] == "eth1"
-    assert diag.route_lookup(facts["routes"], "8.8.8.8")["interface"] == "eth0"
-    routes = [{"interface": "a", "destination": "224.0.0.0", "prefixlen": 4, "gateway": None, "metric": 10},
-              {"interface": "b", "destination": "224.0.0.0", "prefixlen": 4, "gateway": None, "metric": 1}]
-    assert diag.route_lookup(routes, GROUP)["interface"] == "b"
-    assert diag.route_lookup(routes, "10.0.0.1") is None
-    assert diag.group_routes(facts, [GROUP]) == {GROUP: {"interface": "eth1", "route": "224.0.0.0/4"}}
-
-
-def test_a_fake_root_without_addresses_is_refused(two_nic_tree):
-    with pytest.raises(diag.FactsError, match="ipv4_by_index"):
-        diag.collect_facts(str(two_nic_tree))
-
-
-def test_garbage_igmp_is_a_facts_error():
-    with pytest.raises(diag.FactsError, match="igmp"):
-        diag.parse_proc_igmp("Idx\tDevice\n\t\t\t\tE0000001\n")
-
-
-def test_live_namespace_has_loopback_with_its_address():
-    facts = diag.collect_facts()
-    lo = [i for i in facts["interfaces"] if i["name"] == "lo"][0]
-    assert "127.0.0.1/8" in lo["ipv4"]
-
-
-def test_port_probe_sees_a_socket_without_reuseaddr():
-    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    holder.bind(("127.0.0.1", 0))
-    port = holder.getsockname()[1]
-    try:
-        assert diag.probe_port_shareable("127.0.0.1", port)["shareable"] is False
-    finally:
-        holder.close()
-    assert diag.probe_port_shareable("127.0.0.1", port) == {"shareable": True, "error": None}
 
 
 # ------------------------------------------------------------ synthetic facts
@@ -155,7 +46,7 @@ def make_facts(second_nic=False, multicast_route=None, memberships=(), max_membe
         "memberships": [{"interface": i, "index": 0, "group": g, "users": 1} for i, g in memberships],
         "udp_sockets": [],
         "routes": routes,
-        "multicast_routes": diag.multicast_routes(routes),
+        "multicast_routes": multicast_routes(routes),
         "igmp_max_memberships": max_memberships,
         "rp_filter": rp_filter or {"all": 0},
         "mc_forwarding": {},
@@ -195,6 +86,31 @@ RUNNING = {"server": {"installed": True, "running": True}, "client": {"installed
 
 def serious(findings):
     return sorted((f["id"], f["severity"]) for f in findings if f["severity"] != "info")
+
+
+def test_a_relay_refusing_without_its_required_keys_is_an_error():
+    refusing = {"required": True, "keys": False, "refusing": True, "error": "/etc/multicast/auth_keys.json does "
+                "not exist", "load_failures": 1}
+    stats = dict(server_stats(), auth_status=refusing)
+    findings = diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), server_config(), client_config(),
+                             stats, client_stats(interfaces=["eth0"]), RUNNING)
+    assert serious(findings) == [("auth-required-no-keys", "error")]
+    (finding,) = [f for f in findings if f["id"] == "auth-required-no-keys"]
+    assert finding["subject"] == "multis_monitord" and "auth_keys.json does not exist" in finding["what"]
+    assert "multis_admin --check-auth" in finding["fix"] and "server_reload_list reload" in finding["fix"]
+
+
+def test_a_keyless_client_delivering_tagged_frames_is_a_warning():
+    stats = dict(client_stats(interfaces=["eth0"]), auth_status={"required": False, "keys": False,
+                                                                 "refusing": False, "unverified": 12})
+    findings = diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), server_config(), client_config(),
+                             server_stats(), stats, RUNNING)
+    assert serious(findings) == [("auth-tags-unchecked", "warning")]
+    assert "12 frames" in [f for f in findings if f["id"] == "auth-tags-unchecked"][0]["what"]
+    # With keys, or without tagged frames, nothing is said.
+    stats["auth_status"] = {"required": False, "keys": True, "refusing": False, "unverified": 0}
+    assert serious(diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), server_config(), client_config(),
+                                 server_stats(), stats, RUNNING)) == []
 
 
 def test_healthy_host_has_no_error_or_warning():
@@ -349,21 +265,6 @@ def test_invalid_config_is_a_finding():
     assert "multic_admin --check-config" in findings[0]["fix"]
 
 
-def nft_ruleset(rules, policy="accept", chain_type="filter"):
-    items = [{"metainfo": {"json_schema_version": 1}},
-             {"table": {"family": "inet", "name": "fw"}},
-             {"chain": {"family": "inet", "table": "fw", "name": "input", "type": chain_type, "hook": "input",
-                        "prio": 0, "policy": policy}},
-             {"chain": {"family": "inet", "table": "fw", "name": "relay"}}]
-    for handle, (chain, expr) in enumerate(rules, start=1):
-        items.append({"rule": {"family": "inet", "table": "fw", "chain": chain, "handle": handle, "expr": expr}})
-    return {"format": "nft-json", "text": json.dumps({"nftables": items})}
-
-
-def dport(port, op="=="):
-    return {"match": {"op": op, "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": port}}
-
-
 def test_nft_drop_of_the_server_port_on_the_client():
     firewall = nft_ruleset([("input", [dport({"set": [53, 47001]}), {"counter": None}, {"drop": None}])])
     findings = diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), client_config=client_config(),
@@ -371,52 +272,6 @@ def test_nft_drop_of_the_server_port_on_the_client():
     assert serious(findings) == [("firewall-blocks-server-port", "error")]
     assert "table inet fw chain input" in findings[0]["what"]
     assert any("received nothing" in line for line in findings[0]["evidence"])
-
-
-def test_nft_verdicts_follow_jumps_policies_and_established_rules():
-    packet = {"l4proto": "udp", "saddr": "10.0.0.1", "daddr": "10.0.0.5", "dport": 47001, "iifname": "eth0",
-              "ct_state": "new", "nfproto": "ipv4"}
-    jump = nft_ruleset([("input", [{"jump": {"target": "relay"}}]),
-                        ("relay", [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
-                                              "right": {"prefix": {"addr": "10.0.0.0", "len": 24}}}},
-                                   {"reject": None}])])
-    assert diag.firewall_verdict(jump, packet)[0] == "reject"
-    established_only = nft_ruleset([("input", [{"match": {"op": "in", "left": {"ct": {"key": "state"}},
-                                                          "right": {"set": ["established", "related"]}}},
-                                               {"accept": None}])], policy="drop")
-    assert diag.firewall_verdict(established_only, packet)[1].startswith("policy drop")
-    allowed = nft_ruleset([("input", [dport({"range": [47000, 47010]}), {"accept": None}])], policy="drop")
-    assert diag.firewall_verdict(allowed, packet) is None
-    other_port = nft_ruleset([("input", [dport(47001, "!="), {"drop": None}])])
-    assert diag.firewall_verdict(other_port, packet) is None
-    unknown = nft_ruleset([("input", [{"xt": {"type": "match", "name": "addrtype"}}, {"drop": None}])])
-    assert diag.firewall_verdict(unknown, packet) is None
-    nat_chain = nft_ruleset([("input", [{"drop": None}])], chain_type="nat")
-    assert diag.firewall_verdict(nat_chain, packet) is None
-
-
-def test_iptables_save_rules():
-    packet = {"l4proto": "udp", "saddr": "10.0.0.1", "daddr": "10.0.0.5", "dport": 47001, "iifname": "eth0",
-              "ct_state": "new", "nfproto": "ipv4"}
-
-    def verdict(text):
-        return diag.firewall_verdict({"format": "iptables-save", "text": text}, packet)
-
-    assert verdict("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p udp -m udp --dport 47001 -j DROP\nCOMMIT\n")[0] == "drop"
-    assert verdict("*filter\n:INPUT DROP [0:0]\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
-                   "COMMIT\n") == ("drop", "iptables filter INPUT policy DROP")
-    assert verdict("*filter\n:INPUT DROP [0:0]\n-A INPUT -i eth+ -p udp -m multiport --dports 47000:47002 "
-                   "-m comment --comment \"relay frames\" -j ACCEPT\nCOMMIT\n") is None
-    assert verdict("*filter\n:INPUT ACCEPT [0:0]\n:SVC - [0:0]\n-A INPUT -j SVC\n"
-                   "-A SVC ! -s 10.0.0.0/24 -j DROP\n-A SVC -s 10.0.0.1/32 -p udp -j REJECT\nCOMMIT\n")[0] == "reject"
-    assert verdict("*nat\n:INPUT DROP [0:0]\nCOMMIT\n") is None
-
-
-def test_unknown_firewall_format_is_refused():
-    with pytest.raises(diag.FactsError, match="nft-json or iptables-save"):
-        diag.firewall_verdict({"format": "pf", "text": "block all"}, {})
-    with pytest.raises(diag.FactsError, match="nft -j list ruleset"):
-        diag.firewall_verdict({"format": "nft-json", "text": "table inet x {}"}, {})
 
 
 def test_report_is_readable():
@@ -444,3 +299,37 @@ def test_a_group_error_without_known_cause_carries_the_silence():
                              services=RUNNING)
     assert serious(findings) == [("server-group-error", "error")]
     assert "boom" in findings[0]["what"] and "received nothing" in findings[0]["evidence"][0]
+
+
+# ------------------------------------------------------------ one doctor in three files
+
+def test_callers_of_multicast_diag_still_get_the_facts_and_the_firewall_verdict():
+    # files/multicast_proxy/doctor.py and netinfo.py read these through multicast_diag.
+    for name in ("FactsError", "collect_facts", "group_routes", "parse_proc_igmp", "parse_proc_route",
+                 "route_lookup"):
+        assert getattr(diag, name) is getattr(multicast_diag_kernel, name), name
+    assert diag.firewall_verdict is multicast_diag_firewall.firewall_verdict
+    assert [name for name in diag.__all__ if not hasattr(diag, name)] == []
+
+
+def _relative_imports(path):
+    with open(path) as handle:
+        tree = ast.parse(handle.read())
+    return set(node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1)
+
+
+def test_the_relay_package_links_every_file_the_doctor_imports():
+    # The relay package imports the same files through symlinks; a file
+    # copied instead of linked, or not linked at all, would break or fork the rules.
+    module_utils = os.path.dirname(os.path.abspath(diag.__file__))
+    package = os.path.normpath(os.path.join(module_utils, "..", "..", "files", "multicast_proxy"))
+    wanted, seen = ["multicast_diag"], set()
+    while wanted:
+        name = wanted.pop()
+        seen.add(name)
+        wanted.extend(_relative_imports(os.path.join(module_utils, name + ".py")) - seen)
+    assert {"multicast_diag_kernel", "multicast_diag_firewall"} <= seen
+    for name in sorted(seen):
+        link = os.path.join(package, name + ".py")
+        assert os.path.islink(link), "%s is not a symlink into plugins/module_utils" % link
+        assert os.readlink(link) == "../../plugins/module_utils/%s.py" % name

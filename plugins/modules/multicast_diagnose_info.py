@@ -9,7 +9,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: multicast_diagnose
+module: multicast_diagnose_info
 short_description: Gather multicast facts and diagnose why multicast is not delivered
 version_added: 1.0.0
 description:
@@ -58,6 +58,9 @@ options:
 notes:
   - Run it with privileges (C(become)) to read every process's sockets and the firewall.
   - Only the main routing table is read; policy routing rules are not considered.
+  - This module was called C(multicast.proxy.multicast_diagnose) before; that name still works,
+    redirected to this module by the collection's C(meta/runtime.yml). It returns the same values.
+  - As an C(_info) module it never reports C(changed).
 seealso:
   - module: multicast.proxy.relay_info
   - module: multicast.proxy.multicast_route
@@ -65,7 +68,7 @@ seealso:
 
 EXAMPLES = r"""
 - name: Diagnose multicast on the relay hosts
-  multicast.proxy.multicast_diagnose:
+  multicast.proxy.multicast_diagnose_info:
   register: diagnosis
 
 - name: Print the report
@@ -158,15 +161,17 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.multicast.proxy.plugins.module_utils.multicast_diag import (
     SEVERITIES,
-    FactsError,
     client_entries,
-    collect_facts,
     diagnose,
     format_report,
-    group_routes,
     probe_relay_ports,
     relay_interfaces,
     server_groups,
+)
+from ansible_collections.multicast.proxy.plugins.module_utils.multicast_diag_kernel import (
+    FactsError,
+    collect_facts,
+    group_routes,
 )
 from ansible_collections.multicast.proxy.plugins.module_utils.relay_config import ConfigError, read_config_text
 from ansible_collections.multicast.proxy.plugins.module_utils.relay_module import (

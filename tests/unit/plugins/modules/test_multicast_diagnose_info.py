@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: contributors to the multicast.proxy collection
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""multicast_diagnose: what it runs, what it returns, and that it changes nothing."""
+"""multicast_diagnose_info: what it runs, what it returns, and that it changes nothing."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -11,12 +11,14 @@ import json
 import os
 
 import pytest
+import yaml
 from unittest import mock
 
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
-from ansible_collections.multicast.proxy.plugins.module_utils import multicast_diag
-from ansible_collections.multicast.proxy.plugins.modules import multicast_diagnose
+from ansible.plugins.loader import module_loader
+from ansible_collections.multicast.proxy.plugins.module_utils.multicast_diag_kernel import FactsError
+from ansible_collections.multicast.proxy.plugins.modules import multicast_diagnose_info
 
 GROUP = "239.7.7.7"
 SERVER_CFG = {"multi_group_array": [{"group_ip": GROUP, "server_port": 47001, "group_port": 47000,
@@ -80,10 +82,10 @@ def run_module(tmp_path, host, args=None, probes=None):
     with patch_module_args(params), \
             mock.patch.multiple(basic.AnsibleModule, exit_json=exit_json, fail_json=fail_json,
                                 get_bin_path=host.get_bin_path, run_command=host.run_command), \
-            mock.patch.object(multicast_diagnose, "collect_facts", return_value=FACTS), \
-            mock.patch.object(multicast_diagnose, "probe_relay_ports", return_value=probes or []):
+            mock.patch.object(multicast_diagnose_info, "collect_facts", return_value=FACTS), \
+            mock.patch.object(multicast_diagnose_info, "probe_relay_ports", return_value=probes or []):
         with pytest.raises(ModuleExit) as caught:
-            multicast_diagnose.main()
+            multicast_diagnose_info.main()
     return caught.value
 
 
@@ -129,7 +131,7 @@ def test_stopped_daemon_is_an_error_finding_not_a_module_failure(tmp_path):
     host = Host({"multis_admin": "/usr/local/bin/multis_admin"},
                 {"multis_admin": (3, "", "the server daemon is not running")})
     result = run_module(tmp_path, host, {"firewall": False})
-    assert not result.failed
+    assert not result.failed and result.result["changed"] is False
     assert ids(result) == [("relay-not-running", "error")]
     assert result.result["summary"]["error"] == 1
     assert "[ERROR] relay-not-running" in result.result["report"]
@@ -197,10 +199,33 @@ def test_unreadable_kernel_tables_fail_with_a_clear_message(tmp_path):
     with patch_module_args({"conf_dir": str(tmp_path)}), \
             mock.patch.multiple(basic.AnsibleModule, exit_json=exit_json, fail_json=fail_json,
                                 get_bin_path=host.get_bin_path, run_command=host.run_command), \
-            mock.patch.object(multicast_diagnose, "collect_facts",
-                              side_effect=multicast_diag.FactsError("/proc/net/igmp: permission denied")):
+            mock.patch.object(multicast_diagnose_info, "collect_facts",
+                              side_effect=FactsError("/proc/net/igmp: permission denied")):
         with pytest.raises(ModuleExit) as caught:
-            multicast_diagnose.main()
+            multicast_diagnose_info.main()
     assert caught.value.failed
     assert caught.value.result["msg"] == ("cannot read the kernel's multicast state: "
                                           "/proc/net/igmp: permission denied")
+
+
+COLLECTION_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+
+
+def test_the_old_name_redirects_to_this_module():
+    with open(os.path.join(COLLECTION_ROOT, "meta", "runtime.yml")) as handle:
+        runtime = yaml.safe_load(handle)
+    redirect = runtime["plugin_routing"]["modules"]["multicast_diagnose"]["redirect"]
+    assert redirect == "multicast.proxy.multicast_diagnose_info"
+    namespace, collection, name = redirect.split(".")
+    assert (namespace, collection) == ("multicast", "proxy")
+    assert os.path.isfile(os.path.join(COLLECTION_ROOT, "plugins", "modules", name + ".py"))
+    # No file under the old name: the redirect is the only way it resolves.
+    assert not os.path.exists(os.path.join(COLLECTION_ROOT, "plugins", "modules", "multicast_diagnose.py"))
+    assert runtime["requires_ansible"]
+
+
+def test_ansible_resolves_the_old_name_to_this_module():
+    context = module_loader.find_plugin_with_context("multicast.proxy.multicast_diagnose")
+    assert context.resolved
+    assert context.resolved_fqcn == "multicast.proxy.multicast_diagnose_info"
+    assert os.path.realpath(context.plugin_resolved_path) == os.path.realpath(multicast_diagnose_info.__file__)

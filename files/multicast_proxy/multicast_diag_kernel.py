@@ -1,0 +1,1 @@
+../../plugins/module_utils/multicast_diag_kernel.py

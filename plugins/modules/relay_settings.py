@@ -1,0 +1,176 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to the multicast.proxy collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: relay_settings
+short_description: Manage the settings of a relay config that apply to all its groups
+version_added: 1.0.0
+description:
+  - Sets or removes the top-level settings of C(server_cfg.json.txt) or C(client_cfg.json.txt),
+    the keys beside the group list that apply to every group or entry, like
+    C(multis_admin --set KEY=VALUE) and C(multic_admin --set KEY=VALUE) do.
+  - The groups and entries themselves are managed with M(multicast.proxy.server_group) and
+    M(multicast.proxy.client_server).
+  - The file is validated by the same config model the relay uses, written
+    atomically under the relay's config lock, and then applied to the running
+    daemon with the side's reload command.
+author:
+  - multicast.proxy maintainers (@multicast-proxy)
+options:
+  side:
+    description:
+      - Which config to change, V(server) (C(multis_monitord)) or V(client) (C(multic_monitord)).
+    type: str
+    choices: [server, client]
+    required: true
+  interface:
+    description:
+      - On the server, the interface it joins every group on that names none; on the client, the
+        interface it re-delivers on.
+      - An empty string removes the setting (the relay then uses the interface of the kernel route
+        to each group). Omit it to keep the current value.
+    type: str
+  address:
+    description:
+      - Server only. The address the members receive the copies from. Authentication tags are
+        bound to it, so a member refuses a frame that another server sent.
+      - An empty string removes the setting. The server then uses the local address of the kernel
+        route to each group's members, which is right unless the server reaches its members from
+        several addresses.
+      - Omit it to keep the current value.
+    type: str
+  preserve_source:
+    description:
+      - Client only. Re-deliver every entry with the original sender's address and port, for
+        applications that check them (an entry can also set it for itself, see
+        M(multicast.proxy.client_server)).
+      - V(false) removes the setting. Omit it to keep the current value.
+    type: bool
+extends_documentation_fragment:
+  - multicast.proxy.relay
+  - multicast.proxy.relay.edit
+notes:
+  - The relay (and its reload command in C(/usr/local/bin)) must be installed, for example by
+    the C(multicast.proxy.server) or C(multicast.proxy.client) role.
+  - A setting given for the side that does not have it (O(preserve_source) with O(side=server))
+    fails the task and changes nothing.
+seealso:
+  - module: multicast.proxy.server_group
+  - module: multicast.proxy.client_server
+"""
+
+EXAMPLES = r"""
+- name: The server joins its groups on eth1 (multis_admin --set interface=eth1)
+  multicast.proxy.relay_settings:
+    side: server
+    interface: eth1
+
+- name: The client re-delivers everything with the original source
+  multicast.proxy.relay_settings:
+    side: client
+    preserve_source: true
+
+- name: Back to the routed interface (multic_admin --set interface=)
+  multicast.proxy.relay_settings:
+    side: client
+    interface: ""
+"""
+
+RETURN = r"""
+settings:
+  description: The top-level settings after the change (absent keys have their default).
+  returned: always
+  type: dict
+  sample:
+    interface: eth1
+config:
+  description: The whole config after the change.
+  returned: always
+  type: dict
+  sample:
+    multi_group_array: []
+    interface: eth1
+reload:
+  description:
+    - V(applied) when the running daemon took the new config,
+      V(daemon_not_running) when it was not running,
+      V(skipped) when nothing changed, O(reload=false) or in check mode.
+  returned: always
+  type: str
+  sample: applied
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.multicast.proxy.plugins.module_utils.relay_config import (
+    CLIENT,
+    SERVER,
+    load_client_config,
+    load_server_config,
+    module_argument_spec,
+    module_options,
+    optional_rows,
+    set_settings,
+)
+from ansible_collections.multicast.proxy.plugins.module_utils.relay_module import (
+    config_path,
+    edit_config,
+    reload_daemon,
+)
+
+PLACES = {"server": SERVER, "client": CLIENT}
+
+
+def other_side_options(side, params):
+    """The options given that belong to the other side only."""
+    mine = set(option.module for option in optional_rows(PLACES[side]))
+    other = "client" if side == "server" else "server"
+    return sorted(option.module for option in optional_rows(PLACES[other])
+                  if option.module not in mine and params.get(option.module) is not None)
+
+
+def main():
+    argument_spec = dict(
+        side=dict(type="str", required=True, choices=["server", "client"]),
+        conf_dir=dict(type="path", default="/etc/multicast"),
+        reload=dict(type="bool", default=True),
+    )
+    # Every top-level setting of either side (relay_config.SCHEMA).
+    argument_spec.update(module_argument_spec(SERVER))
+    argument_spec.update(module_argument_spec(CLIENT))
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    side = module.params["side"]
+    wrong = other_side_options(side, module.params)
+    if wrong:
+        module.fail_json(msg="%s: not a %s setting (it belongs to the %s); remove it or use side=%s"
+                             % (", ".join(wrong), side, "client" if side == "server" else "server",
+                                "client" if side == "server" else "server"))
+    place = PLACES[side]
+    settings = module_options(place, module.params)
+    conf_dir = module.params["conf_dir"]
+    before_text, after_text, changed = edit_config(module, conf_dir, side,
+                                                   lambda config: set_settings(config, place, settings))
+
+    reload_outcome = "skipped"
+    if changed and module.params["reload"] and not module.check_mode:
+        reload_outcome = reload_daemon(module, conf_dir, side)
+
+    after = (load_server_config if side == "server" else load_client_config)(after_text)
+    path = config_path(conf_dir, side)
+    module.exit_json(
+        changed=changed,
+        settings=dict((option.key, after[option.key]) for option in optional_rows(place) if option.key in after),
+        config=after,
+        reload=reload_outcome,
+        diff=dict(before=before_text, after=after_text, before_header=path, after_header=path),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -32,7 +32,7 @@ import traceback
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "files"))
 
-from multicast_proxy import cli, relay_config as config, frame  # noqa: E402
+from multicast_proxy import cli, control, relay_config as config, frame, replay  # noqa: E402
 
 REPRODUCERS_PER_KIND = 3
 # Inputs longer than this are written to a file instead of printed.
@@ -62,7 +62,8 @@ class Findings:
             shown = "ast.literal_eval(open(%r).read())" % path
         else:
             shown = text
-        code = "import ast; from multicast_proxy import cli, config, frame; " + call.format(shown)
+        code = ("import ast; from multicast_proxy import cli, control, frame, replay, relay_config as config; "
+                + call.format(shown))
         reproducer = "PYTHONPATH=files python3 -c " + shlex.quote(code)
         entry["examples"].append({"detail": detail, "reproducer": reproducer})
         print("\n[%s] %s\n%s\nreproduce: %s\n" % (target, kind, detail.rstrip(), reproducer), file=sys.stderr)
@@ -303,6 +304,70 @@ def fuzz_configs(count, rng, findings, side):
     return counts
 
 
+# -- the other inputs: control requests, key files, the client's replay state ----------
+
+KEYS_VALID = {"send_key_id": 1, "keys": [{"id": 1, "secret": "00" * 32}, {"id": 2, "secret": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}]}
+STATE_VALID = {"highest": {"127.0.0.1 5000 239.1.1.1 5000": 7306263130521436161, "10.0.0.1 1 224.0.0.18 0": 0}}
+REQUEST_VALID = {"cmd": "stats"}
+
+
+def _input_bytes(rng, valid):
+    """Random bytes, a mutated structure or hand-edit slips of ``valid``'s JSON, as bytes."""
+    roll = rng.random()
+    if roll < 0.2:
+        return random_bytes(rng, rng.randint(0, 300))
+    if roll < 0.5:
+        return json.dumps(mutate_structure(rng, valid)).encode("utf-8", "surrogatepass")
+    if roll < 0.6:
+        return json.dumps(random_value(rng)).encode("utf-8", "surrogatepass")
+    return mutate_text(rng, json.dumps(valid)).encode("utf-8", "surrogatepass")
+
+
+def fuzz_inputs(count, rng, findings):
+    """control.parse_request never raises; load_auth_keys raises only ConfigError; parse_state only ValueError."""
+    counts = {"requests": 0, "requests_understood": 0, "key_files": 0, "key_files_accepted": 0,
+              "replay_states": 0, "replay_states_accepted": 0}
+    for dummy in range(count):
+        data = _input_bytes(rng, REQUEST_VALID)
+        counts["requests"] += 1
+        try:
+            cmd, error = control.parse_request(data)
+        except Exception as exc:
+            findings.record("control.parse_request", crash_kind(exc), data, crash_detail(), "control.parse_request({})")
+        else:
+            if (cmd is None) == (error is None) or (cmd is not None and cmd not in control.COMMANDS) or \
+                    (error is not None and (error.get("ok") is not False or not error.get("error"))):
+                findings.record("control.parse_request", "wrong decision", data, repr((cmd, error)),
+                                "control.parse_request({})")
+            counts["requests_understood"] += cmd is not None
+        data = _input_bytes(rng, KEYS_VALID)
+        counts["key_files"] += 1
+        try:
+            config.load_auth_keys(data.decode("utf-8", "replace"), "fuzz-keys.json")
+            counts["key_files_accepted"] += 1
+        except config.ConfigError as exc:
+            if "00" * 16 in str(exc):
+                findings.record("config.load_auth_keys", "secret in the error", data, str(exc),
+                                "config.load_auth_keys({}.decode('utf-8', 'replace'))")
+        except Exception as exc:
+            findings.record("config.load_auth_keys", crash_kind(exc), data, crash_detail(),
+                            "config.load_auth_keys({}.decode('utf-8', 'replace'))")
+        data = _input_bytes(rng, STATE_VALID)
+        counts["replay_states"] += 1
+        try:
+            state = replay.parse_state(data)
+        except ValueError:
+            continue
+        except Exception as exc:
+            findings.record("replay.parse_state", crash_kind(exc), data, crash_detail(), "replay.parse_state({})")
+            continue
+        counts["replay_states_accepted"] += 1
+        if replay.parse_state(replay.dump_state(state)) != state:
+            findings.record("replay.parse_state", "accepted state changes on dump/parse", data, repr(state),
+                            "replay.parse_state({})")
+    return counts
+
+
 # -- command line ------------------------------------------------------------------
 
 FLAGS = ("-A", "-D", "-C", "-P", "-S", "-L", "-R", "-H", "-j", "-q", "-m", "-p", "-g", "-i", "-s", "--add",
@@ -346,6 +411,8 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, default=1000000, help="frames to decode (default 1,000,000)")
     parser.add_argument("--configs", type=int, default=10000, help="configs per loader (default 10,000)")
     parser.add_argument("--argv", type=int, default=100000, help="command lines to parse (default 100,000)")
+    parser.add_argument("--inputs", type=int, default=20000,
+                        help="control requests, key files and replay states, each (default 20,000)")
     parser.add_argument("--seed", type=int, help="random seed (default: chosen and printed)")
     parser.add_argument("--output", default=os.path.join(REPO, "docs", "reliability-fuzz.json"),
                         help="where to write the counts (default docs/reliability-fuzz.json); '-' for none")
@@ -365,6 +432,8 @@ def main(argv=None):
     print("client configs: %s" % json.dumps(results["client_configs"]), flush=True)
     results["argv"] = fuzz_argv(args.argv, rng, findings)
     print("command lines:  %s" % json.dumps(results["argv"]), flush=True)
+    results["inputs"] = fuzz_inputs(args.inputs, rng, findings)
+    print("other inputs:   %s" % json.dumps(results["inputs"]), flush=True)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     results["failures"] = findings.total
     results["failure_kinds"] = findings.as_list()

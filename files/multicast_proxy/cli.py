@@ -116,6 +116,14 @@ Files are in $MULTICAST_CONF_DIR (default /etc/multicast).
 """
 
 
+def _flagged_rows(place):
+    """(option, long flag name) of the optional schema rows of ``place`` that have a long flag of -A."""
+    for option in config.optional_rows(place):
+        name = config.cli_flag_name(option)
+        if name is not None:
+            yield option, name
+
+
 def _option_flags(place):
     """The long flags of the optional schema rows of ``place``: name -> (key, takes a value, fixed value).
 
@@ -123,10 +131,7 @@ def _option_flags(place):
     a value (``--protocol vrrp``).
     """
     flags = {}
-    for option in config.optional_rows(place):
-        name = config.cli_flag_name(option)
-        if name is None:
-            continue
+    for option, name in _flagged_rows(place):
         if option.kind == "flag":
             flags[name] = (option.key, False, True)
             flags["no-" + name] = (option.key, False, False)
@@ -141,10 +146,7 @@ _METAVARS = {"interface": "NAME"}
 def _option_usage(place):
     """`` [--protocol udp|vrrp] [--capture]``: the optional flags of a usage line."""
     parts = []
-    for option in config.optional_rows(place):
-        name = config.cli_flag_name(option)
-        if name is None:
-            continue
+    for option, name in _flagged_rows(place):
         if option.kind == "flag":
             parts.append("[--%s]" % name)
         elif option.kind == "choice":
@@ -156,10 +158,7 @@ def _option_usage(place):
 
 def _option_help(place):
     lines = []
-    for option in config.optional_rows(place):
-        name = config.cli_flag_name(option)
-        if name is None:
-            continue
+    for option, name in _flagged_rows(place):
         if option.kind == "flag":
             lines.append("--%s/--no-%s %s (default: off)\n" % (name, name, option.help))
         elif option.kind == "choice":

@@ -72,9 +72,9 @@ class Entry:
         return (self.server_ip, self.server_port, frame.ip_to_int(self.group_ip), self.group_port)
 
     @property
-    def key_text(self):
-        """The arguments of replay.state_key."""
-        return (self.server_ip, self.server_port, self.group_ip, self.group_port)
+    def state_key(self):
+        """How this entry's window is named in the saved replay state."""
+        return replay.state_key(self.server_ip, self.server_port, self.group_ip, self.group_port)
 
     @property
     def route(self):
@@ -153,7 +153,7 @@ class ClientDaemon(Daemon):
         state = dict(self._resume or {})
         for entry in self.entries.values():
             if entry.replay.highest is not None:
-                state[replay.state_key(*entry.key_text)] = entry.replay.highest
+                state[entry.state_key] = entry.replay.highest
         if state == self._saved_state or (not state and self._saved_state is None):
             return
         try:
@@ -190,10 +190,10 @@ class ClientDaemon(Daemon):
                 changes["removed"].append(self._describe(gone))
                 if gone.replay.highest is not None and len(self._resume) < MAX_REMEMBERED_WINDOWS:
                     # Added again, it must not accept what it accepted before.
-                    self._resume[replay.state_key(*gone.key_text)] = gone.replay.highest
+                    self._resume[gone.state_key] = gone.replay.highest
         for key, entry in wanted.items():
             if key not in self.entries:
-                highest = self._resume.pop(replay.state_key(*entry.key_text), None)
+                highest = self._resume.pop(entry.state_key, None)
                 if highest is not None:
                     entry.replay.resume(highest)
                 self.entries[key] = entry
@@ -202,12 +202,9 @@ class ClientDaemon(Daemon):
                 self.entries[key].raw = entry.raw
         self.routes = dict((e.route, e) for e in self.entries.values())
         self.servers = set(client_fastpath.address_key(e.server_ip) for e in self.entries.values())
-        try:
-            self._local_addresses = netinfo.local_addresses()
-        except OSError as exc:
-            # As in tick(): out of descriptors must not fail a reload; the next tick scans again.
-            self.drop_log.drop("interface", "cannot list the local addresses, keeping %s: %s"
-                               % (", ".join(sorted(self._local_addresses)) or "none", exc.strerror or exc))
+        addresses = self._scan_local_addresses()
+        if addresses is not None:
+            self._local_addresses = addresses
         self._sync_listeners(changes)
         self._igmp_text = None
         self.refresh_delivery(cfg)
@@ -285,20 +282,27 @@ class ClientDaemon(Daemon):
             self._next_state_save = time.monotonic() + REPLAY_SAVE_INTERVAL
             self.save_replay_state()
         self.refresh_delivery(self.cfg)
-        try:
-            addresses = netinfo.local_addresses()
-        except OSError as exc:
-            # Out of descriptors (EMFILE) or an interface that vanished mid-scan:
-            # keep serving on the addresses of the last scan and try again next second.
-            self.drop_log.drop("interface", "cannot list the local addresses, keeping %s: %s"
-                               % (", ".join(sorted(self._local_addresses)) or "none", exc.strerror or exc))
-            return
-        if addresses != self._local_addresses:
+        addresses = self._scan_local_addresses()
+        if addresses is not None and addresses != self._local_addresses:
             self._local_addresses = addresses
             changes = {"ports_opened": [], "ports_closed": [], "errors": []}
             self._sync_listeners(changes)
             self.log.info("local addresses now %s; listening on %d sockets", ", ".join(sorted(addresses)),
                           len(self.listeners))
+
+    def _scan_local_addresses(self):
+        """This host's addresses now, or None (logged) when the scan fails.
+
+        Out of descriptors (EMFILE) or an interface that vanished mid-scan
+        must not end the daemon or fail a reload: the caller keeps serving on
+        the addresses of the last scan, and the next tick scans again.
+        """
+        try:
+            return netinfo.local_addresses()
+        except OSError as exc:
+            self.drop_log.drop("interface", "cannot list the local addresses, keeping %s: %s"
+                               % (", ".join(sorted(self._local_addresses)) or "none", exc.strerror or exc))
+            return None
 
     def refresh_delivery(self, cfg):
         """Point every entry at the interfaces where local receivers joined its group."""

@@ -7,8 +7,9 @@ in ``apply_config``; the receive path only packs the header into the
 preallocated buffer in front of the payload and hands the same buffer to one
 ``sendmmsg`` for all members (``server_fastpath.py``, on the bindings of
 ``mmsg.py``).  The first datagram of a readable event is handled alone (at
-light load it is all there is, and latency counts); what is queued behind it is read with one ``recvmmsg`` and
-sent with one ``sendmmsg`` per up to 1024 copies.
+light load it is all there is, and latency counts); what is queued behind it
+is read with one ``recvmmsg`` and sent with one ``sendmmsg`` per up to 1024
+copies.
 
 Per member the daemon keeps only what differs from its group: when a member
 joined a group that had already relayed, and what failed to reach it.  A

@@ -48,15 +48,8 @@ _SERVER_OPTIONS = tuple(option for option in optional_rows(GROUP) if option.inve
 _CLIENT_OPTIONS = tuple(option for option in optional_rows(ENTRY) if option.inventory)
 
 
-def _unique(keys):
-    seen = []
-    for key in keys:
-        if key not in seen:
-            seen.append(key)
-    return tuple(seen)
-
-
-_OPTION_KEYS = _unique(option.inventory for option in _SERVER_OPTIONS + _CLIENT_OPTIONS)
+# Each key once, in schema order (a key of both places appears once).
+_OPTION_KEYS = tuple(dict.fromkeys(option.inventory for option in _SERVER_OPTIONS + _CLIENT_OPTIONS))
 _DEFINITION_KEYS = ("name", "group_ip", "group_port", "server_port", "senders", "receivers") + _OPTION_KEYS
 # Where the relay's model checks a definition's entry options: a client entry
 # from a documentation address (RFC 5737), never used beyond validation.
@@ -145,6 +138,23 @@ def _model_error(exc, model_prefix, where):
     return "%s: %s" % (where, to_native(exc))
 
 
+def _normalized(item, base, options, top_key, validate):
+    """``base`` with the definition ``item``'s ``options``, validated as the only element of ``top_key``.
+
+    Returns (the normalized element, the options it carries by config key),
+    or (the ConfigError, None).
+    """
+    element = dict(base)
+    for option in options:
+        if item.get(option.inventory) is not None:
+            element[option.key] = item[option.inventory]
+    try:
+        normalized = validate({top_key: [element]})[top_key][0]
+    except ConfigError as exc:
+        return exc, None
+    return normalized, dict((option.key, normalized[option.key]) for option in options if option.key in normalized)
+
+
 def _relay_options(item, definition, where):
     """Check the definition's options (protocol, capture, preserve_source, ...) with the relay's model.
 
@@ -157,29 +167,19 @@ def _relay_options(item, definition, where):
     protocol, capture and preserve_source.
     """
     group = {"group_ip": definition["group_ip"], "server_port": definition["server_port"], "member_array": []}
-    for option in _SERVER_OPTIONS:
-        if item.get(option.inventory) is not None:
-            group[option.key] = item[option.inventory]
     if "group_port" in definition:
         group["group_port"] = definition["group_port"]
-    try:
-        normalized = validate_server_config({SERVER_TOP_KEY: [group]})[SERVER_TOP_KEY][0]
-    except ConfigError as exc:
-        return _model_error(exc, SERVER_TOP_KEY + "[0]", where)
+    normalized, options = _normalized(item, group, _SERVER_OPTIONS, SERVER_TOP_KEY, validate_server_config)
+    if options is None:
+        return _model_error(normalized, SERVER_TOP_KEY + "[0]", where)
     definition["group_port"] = normalized["group_port"]
-    definition["server_options"] = dict((option.key, normalized[option.key]) for option in _SERVER_OPTIONS
-                                        if option.key in normalized)
+    definition["server_options"] = options
     entry = {"server_ip": _SAMPLE_SERVER_IP, "server_port": definition["server_port"],
              "group_ip": definition["group_ip"], "group_port": definition["group_port"]}
-    for option in _CLIENT_OPTIONS:
-        if item.get(option.inventory) is not None:
-            entry[option.key] = item[option.inventory]
-    try:
-        normalized_entry = validate_client_config({CLIENT_TOP_KEY: [entry]})[CLIENT_TOP_KEY][0]
-    except ConfigError as exc:
-        return _model_error(exc, CLIENT_TOP_KEY + "[0]", where)
-    definition["client_options"] = dict((option.key, normalized_entry[option.key]) for option in _CLIENT_OPTIONS
-                                        if option.key in normalized_entry)
+    normalized_entry, options = _normalized(item, entry, _CLIENT_OPTIONS, CLIENT_TOP_KEY, validate_client_config)
+    if options is None:
+        return _model_error(normalized_entry, CLIENT_TOP_KEY + "[0]", where)
+    definition["client_options"] = options
     definition["protocol"] = normalized.get("protocol", "udp")
     definition["capture"] = normalized.get("capture", False)
     definition["preserve_source"] = normalized_entry.get("preserve_source", False)

@@ -54,6 +54,11 @@ SOCKET_BUFFER = 4 << 20   # what the Python relay asks for; the references get t
 HARNESS_CPU = "0"
 RELAY_CPU = "1"
 
+# --scrape-interval: our daemons serve /metrics on loopback in their own namespace (the
+# collection's default ports), scraped from inside it by this script's --scraper.
+METRICS_PORTS = {"multis_admin": 9471, "multic_admin": 9472}
+SCRAPE_TIMEOUT_CAP = 10.0    # seconds; a scrape never waits longer than this (or the interval)
+
 LOSS_LIMIT = 0.01
 # The flat-out probe offers at most this many copies per second (several times what one
 # core can push through a bridge): at N = 256 an uncapped probe would queue minutes of work.
@@ -318,6 +323,8 @@ class Implementation:
         self.bench = bench
         self.procs = []
         self.profiles = []   # cProfile outputs of our daemons (--profile-relay)
+        self.scrapers = []   # --scrape-interval: (program, scraper process) of our running daemons
+        self.scrape_summaries = []   # what each stopped scraper reported
         self.log_path = os.path.join(bench.workdir, self.name + ".log")
 
     def pids(self):
@@ -341,11 +348,41 @@ class Implementation:
                 self.bench.processes.stop(proc)
                 raise BenchError("%s exited (code %s) during the run; its output:\n%s"
                                  % (self.name, proc.returncode, self.log_tail()))
+        for program, proc in self.scrapers:
+            if proc.poll() is not None:
+                _out, err = self.bench.processes.stop(proc)
+                raise BenchError("the /metrics scraper of %s (%s) exited (code %s): %s"
+                                 % (self.name, program, proc.returncode, err.strip()))
 
     def stop(self):
+        # The scrapers first: a daemon that is going away is not a failed scrape.
+        for program, proc in self.scrapers:
+            out, err = self.bench.processes.stop(proc)
+            try:
+                summary = json.loads(out.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                raise BenchError("the /metrics scraper of %s (%s) printed no summary: %s"
+                                 % (self.name, program, err.strip())) from None
+            self.scrape_summaries.append(dict(summary, program=program))
+        self.scrapers = []
         for proc in self.procs:
             self.bench.processes.stop(proc)
         self.procs = []
+
+    def take_scrape_summary(self):
+        """The scrapes since the last call, all daemons and restarts together (None without
+        --scrape-interval); BenchError when none succeeded, for then nothing was compared."""
+        summaries, self.scrape_summaries = self.scrape_summaries, []
+        if self.bench.args.scrape_interval is None or not summaries:
+            return None
+        total = {"interval": self.bench.args.scrape_interval,
+                 "ok": sum(s["ok"] for s in summaries), "failed": sum(s["failed"] for s in summaries),
+                 "max_seconds": max(s["max_seconds"] for s in summaries),
+                 "bytes_max": max(s["bytes_max"] for s in summaries),
+                 "errors": sorted({error for s in summaries for error in s["errors"]})[:5]}
+        if not total["ok"]:
+            raise BenchError("%s: no /metrics scrape succeeded (%s)" % (self.name, "; ".join(total["errors"])))
+        return total
 
     def pinned(self, ns, cmd):
         return ["ip", "netns", "exec", ns, "taskset", "-c", RELAY_CPU] + self.bench.niced(cmd)
@@ -370,16 +407,29 @@ class Implementation:
             path = os.path.join(conf_dir, "%s.prof" % program)
             self.profiles.append((program, path))
             profiler = ["-m", "cProfile", "-o", path]
+        interval = self.bench.args.scrape_interval
+        metrics = ["--metrics", "127.0.0.1:%d" % METRICS_PORTS[program]] if interval is not None else []
         proc = self.spawn(
-            self.pinned(ns, [self.bench.relay_python] + profiler + ["-m", "multicast_proxy", program, "-R"]),
+            self.pinned(ns, [self.bench.relay_python] + profiler + ["-m", "multicast_proxy", program, "-R"] +
+                        metrics),
             env=self.python_env(conf_dir))
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             self.check_alive()
             if control_ping(os.path.join(conf_dir, control_socket)):
+                if interval is not None:
+                    self.start_scraper(ns, program)
                 return proc
             time.sleep(0.05)
         raise BenchError("%s -R in %s did not answer on its control socket within 15 s" % (program, ns))
+
+    def start_scraper(self, ns, program):
+        """A scraper in the daemon's namespace, on the harness's core (where a Prometheus would not
+        compete with the relay); it runs until the implementation is stopped."""
+        url = "http://127.0.0.1:%d/metrics" % METRICS_PORTS[program]
+        cmd = ["ip", "netns", "exec", ns, "taskset", "-c", HARNESS_CPU] + self.bench.niced(
+            [sys.executable, os.path.abspath(__file__), "--scraper", url, str(self.bench.args.scrape_interval)])
+        self.scrapers.append((program, self.bench.processes.start(cmd)))
 
     def configure_python_server(self, members):
         conf_dir = self.bench.conf_dir("server-%d" % members)
@@ -733,6 +783,10 @@ class Bench:
             result["rss_kib"] = sum(rss_kib(pid) for pid in impl.pids()) if impl.pids() else None
         finally:
             impl.stop()
+        result["scrapes"] = impl.take_scrape_summary()
+        if result["scrapes"] is not None:
+            self.say("        /metrics scraped %(ok)d times every %(interval)g s (%(failed)d failed, slowest "
+                     "%(max_seconds).3f s)" % result["scrapes"])
         profile_name = "%s-N%d-%dB-run%d" % (impl.name, members, payload, run_index + 1)
         result["profiles"] = self.save_profiles(impl, profile_name)
         result.update(impl=impl.name, label=impl.label, kind=impl.kind, members=members, payload=payload,
@@ -768,6 +822,7 @@ class Bench:
             result = self.trial(impl, feed, LATENCY_RATE, self.args.latency_seconds, latency=True)
         finally:
             impl.stop()
+        scrapes = impl.take_scrape_summary()
         self.save_profiles(impl, "%s-latency-run%d" % (impl.name, run_index + 1))
         latency = result.get("latency_ns") or {}
         if not latency.get("samples"):
@@ -778,7 +833,7 @@ class Bench:
         return {"impl": impl.name, "label": impl.label, "kind": impl.kind, "run": run_index, "rate": LATENCY_RATE,
                 "loss": result["loss"], "samples": latency["samples"], "p50_us": latency["p50"] / 1000.0,
                 "p99_us": latency["p99"] / 1000.0, "min_us": latency["min"] / 1000.0,
-                "max_us": latency["max"] / 1000.0}
+                "max_us": latency["max"] / 1000.0, "scrapes": scrapes}
 
     def verify_topology(self):
         """Multicast must not cross the bridge, unicast must: check before trusting any figure."""
@@ -1014,7 +1069,15 @@ def parse_args(argv):
     parser.add_argument("--latency-only", action="store_true",
                         help="measure only the latency (N = 1, 100 bytes; no rate searches): a quick "
                              "comparison of wake-up and per-datagram cost")
+    parser.add_argument("--scrape-interval", type=float, metavar="SECONDS",
+                        help="start our daemons with --metrics 127.0.0.1:%d (server) / :%d (client) and GET "
+                             "their /metrics every SECONDS from inside their namespace during the measurement; "
+                             "compare with a run without it, by the ratios of the same run's C references "
+                             "(default: no endpoint)" % (METRICS_PORTS["multis_admin"], METRICS_PORTS["multic_admin"]))
+    parser.add_argument("--scraper", nargs=2, metavar=("URL", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.scraper:
+        return args
     quick = args.quick
     args.members = args.members or ([1, 8] if quick else [1, 8, 32, 256])
     args.payloads = args.payloads or ([100] if quick else [100, 1400])
@@ -1035,7 +1098,58 @@ def parse_args(argv):
         parser.error("--nice must be within -20..19")
     if args.runs < 1 or args.trial_seconds <= 0:
         parser.error("--runs must be >= 1 and --trial-seconds > 0")
+    if args.scrape_interval is not None and not 0.1 <= args.scrape_interval <= 3600:
+        parser.error("--scrape-interval must be within 0.1..3600 seconds (Prometheus' usual is 15 to 60)")
     return args
+
+
+class ScraperStop(Exception):
+    """SIGTERM to the scraper: print the summary and exit."""
+
+
+def scraper_main(url, interval):
+    """GET ``url`` every ``interval`` seconds until SIGTERM, then print one JSON summary line."""
+    import http.client
+    import urllib.parse
+
+    def stop(_signum, _frame):
+        raise ScraperStop()
+
+    signal.signal(signal.SIGTERM, stop)
+    target = urllib.parse.urlsplit(url)
+    timeout = min(interval, SCRAPE_TIMEOUT_CAP)
+    summary = {"ok": 0, "failed": 0, "max_seconds": 0.0, "bytes_max": 0, "errors": []}
+    next_scrape = time.monotonic()
+    try:
+        while True:
+            started = time.monotonic()
+            try:
+                connection = http.client.HTTPConnection(target.hostname, target.port, timeout=timeout)
+                try:
+                    connection.request("GET", target.path)
+                    reply = connection.getresponse()
+                    body = reply.read()
+                finally:
+                    connection.close()
+                if reply.status != 200:
+                    raise OSError("HTTP %d" % reply.status)
+                summary["ok"] += 1
+                summary["bytes_max"] = max(summary["bytes_max"], len(body))
+                summary["max_seconds"] = max(summary["max_seconds"], time.monotonic() - started)
+            except (OSError, http.client.HTTPException) as exc:
+                summary["failed"] += 1
+                if len(summary["errors"]) < 5:
+                    summary["errors"].append("%s: %s" % (type(exc).__name__, exc))
+            # A fixed schedule, as Prometheus keeps; a scrape that overran skips the missed slots.
+            next_scrape += interval
+            now = time.monotonic()
+            if next_scrape < now:
+                next_scrape = now + interval - (now - next_scrape) % interval
+            time.sleep(next_scrape - now)
+    except ScraperStop:
+        pass
+    print(json.dumps(summary), flush=True)
+    return 0
 
 
 def check_prerequisites():
@@ -1061,6 +1175,8 @@ def raise_on_signal(signum, _frame):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.scraper:
+        return scraper_main(args.scraper[0], float(args.scraper[1]))
     check_prerequisites()
     signal.signal(signal.SIGTERM, raise_on_signal)
     os.makedirs(args.out, exist_ok=True)
@@ -1126,7 +1242,8 @@ def measure_all(args, workdir):
                           "trial_seconds": args.trial_seconds, "path_members": args.path_members,
                           "loss_limit": LOSS_LIMIT, "latency_rate": LATENCY_RATE,
                           "latency_seconds": args.latency_seconds, "quick": args.quick, "nice": args.nice,
-                          "profile_relay": args.profile_relay, "latency_only": args.latency_only},
+                          "profile_relay": args.profile_relay, "latency_only": args.latency_only,
+                          "scrape_interval": args.scrape_interval},
               "duration_seconds": round(time.monotonic() - started, 1),
               "generator_multicast_pps": bench.generator_multicast_pps,
               "throughput": rows, "latency": lat_rows, "flatness_256_over_8": flat,

@@ -15,6 +15,7 @@ packages=(
     docker.io nftables iproute2 iperf socat tcpdump procps
     debootstrap openssh-client
     keepalived  # the VRRP tests run Debian's keepalived in network namespaces
+    prometheus  # promtool checks and unit-tests files/prometheus (tests/unit/monitoring)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -34,6 +34,8 @@ KIND_TEXT = {
     "interface": "interface name",
     "flag": "true or false",
     "choice": "one of",
+    "listen": "TCP `ADDRESS:PORT` (IPv4), or a port on 127.0.0.1",
+    "prom_file": "absolute path ending in `.prom`",
 }
 WRITTEN_TEXT = {
     "always": "always",

@@ -10,6 +10,7 @@ streams.
 import json
 import os
 import sys
+import time
 
 from . import auth, cli, relay_config as config, relay_contract as contract, daemon
 
@@ -284,10 +285,13 @@ def run_stats(action, directory, out):
                                     % action.group_ip)
         if action.json:
             _dump_json({"side": "server", "started": reply["started"], "auth": reply.get("auth"),
-                        "auth_status": reply.get("auth_status"), "groups": groups}, out)
+                        "auth_status": reply.get("auth_status"), "reloads": reply.get("reloads"),
+                        "metrics": reply.get("metrics"), "groups": groups}, out)
             return EXIT_OK
         write_server_stats(groups, out)
         write_auth_status(reply.get("auth_status"), out)
+        write_reloads(reply.get("reloads"), out)
+        write_metrics_status(reply.get("metrics"), out)
         return EXIT_OK
     entries = reply["entries"]
     if action.server_ip is not None:
@@ -298,12 +302,42 @@ def run_stats(action, directory, out):
                                 % (action.server_ip, port))
     if action.json:
         _dump_json({"side": "client", "started": reply["started"], "auth": reply.get("auth"),
-                    "auth_status": reply.get("auth_status"), "drops": reply["drops"],
+                    "auth_status": reply.get("auth_status"), "reloads": reply.get("reloads"),
+                    "metrics": reply.get("metrics"), "drops": reply["drops"],
                     "listen_errors": reply["listen_errors"], "entries": entries}, out)
         return EXIT_OK
     write_client_stats(entries, reply["drops"], reply["listen_errors"], out)
     write_auth_status(reply.get("auth_status"), out)
+    write_reloads(reply.get("reloads"), out)
+    write_metrics_status(reply.get("metrics"), out)
     return EXIT_OK
+
+
+def write_reloads(reloads, out):
+    """One line on the config reloads since the start (the stats reply's ``reloads``), when there were any."""
+    if not reloads or not (reloads["success"] or reloads["failure"]):
+        return
+    out.write("reloads: %d applied, %d failed; the last one %s at %s\n" % (
+        reloads["success"], reloads["failure"], "succeeded" if reloads["last_ok"] else "FAILED (see the log)",
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(reloads["last_time"]))))
+
+
+def write_metrics_status(status, out):
+    """One line per configured metrics output (the stats reply's ``metrics``)."""
+    if not status:
+        return
+    if status.get("listen"):
+        if status["serving"]:
+            out.write("metrics: serving http://%s/metrics (%d scrapes, last rendered in %.3f s)\n"
+                      % (status["listen"], status["scrapes"], status["last_render_seconds"]))
+        else:
+            out.write("metrics: NOT serving on %s: %s\n" % (status["listen"], status["error"]))
+    if status.get("textfile"):
+        if status["textfile_error"]:
+            out.write("metrics: textfile NOT written: %s\n" % status["textfile_error"])
+        else:
+            pending = "" if status["textfile_written"] else " (not written yet)"
+            out.write("metrics: textfile %s%s\n" % (status["textfile"], pending))
 
 
 def write_server_stats(groups, out):
@@ -406,15 +440,21 @@ def run_reload_list(action, directory, out, stdin):
     else:
         write_client_stats(reply["entries"], reply["drops"], reply["listen_errors"], out)
     write_auth_status(reply.get("auth_status"), out)
+    write_reloads(reply.get("reloads"), out)
+    write_metrics_status(reply.get("metrics"), out)
     return EXIT_OK
 
 
-def run_daemon(program, directory):
+def run_daemon(program, directory, overrides=None):
+    """Run the side's daemon; ``overrides`` are the -R flags' settings (they win over the config file's)."""
     if program == cli.SERVER:
         from .server import ServerDaemon
-        return daemon.run_daemon(ServerDaemon(directory))
-    from .client import ClientDaemon
-    return daemon.run_daemon(ClientDaemon(directory))
+        instance = ServerDaemon(directory)
+    else:
+        from .client import ClientDaemon
+        instance = ClientDaemon(directory)
+    instance.metrics_override = dict(overrides or {})
+    return daemon.run_daemon(instance)
 
 
 def execute(action, directory=None, out=None, err=None, stdin=None):
@@ -437,7 +477,7 @@ def execute(action, directory=None, out=None, err=None, stdin=None):
             from . import doctor
             return doctor.run(_side(action.program), directory, out, as_json=action.json)
         if action.command == "run":
-            return run_daemon(action.program, directory)
+            return run_daemon(action.program, directory, action.settings)
         if action.command in ("add", "quit", "delete", "clear", "set"):
             return run_edit(action, directory, out, err)
         if action.command == "show":

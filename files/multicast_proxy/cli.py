@@ -27,7 +27,7 @@ SERVER_USAGE = {
     "list": "multis_admin -L -m {multi_ip} [--json]",
     "show": "multis_admin -S [--json]",
     "help": "multis_admin -H",
-    "run": "multis_admin -R",
+    "run": "multis_admin -R [--metrics ADDRESS:PORT] [--metrics-textfile FILE.prom] [--metrics-detail group|member]",
     "check_config": "multis_admin --check-config FILE",
     "check_auth": "multis_admin --check-auth FILE",
     "doctor": "multis_admin --doctor [--json]",
@@ -41,7 +41,7 @@ CLIENT_USAGE = {
     "stats": "multic_admin -P [-i {ip} -g {groupport}] [--json]",
     "list": "multic_admin -L [--json]",
     "help": "multic_admin -H",
-    "run": "multic_admin -R",
+    "run": "multic_admin -R [--metrics ADDRESS:PORT] [--metrics-textfile FILE.prom]",
     "check_config": "multic_admin --check-config FILE",
     "check_auth": "multic_admin --check-auth FILE",
     "doctor": "multic_admin --doctor [--json]",
@@ -57,7 +57,7 @@ multis_admin -P [-m {multi_ip}] [--json]
 multis_admin -L -m {multi_ip} [--json]
 multis_admin -S [--json]
 multis_admin -H
-multis_admin -R
+multis_admin -R [--metrics ADDRESS:PORT] [--metrics-textfile FILE.prom] [--metrics-detail group|member]
 multis_admin --check-config FILE
 multis_admin --check-auth FILE
 multis_admin --doctor [--json]
@@ -77,6 +77,9 @@ Options:
 -g/--gport multicast group port (default: the server port)
 %(group_option_help)s--set KEY=VALUE change a setting of the whole config (KEY=  removes it): %(server_settings)s
 --json machine-readable output of -P, -L, -S
+--metrics ADDRESS:PORT with -R: serve Prometheus metrics at http://ADDRESS:PORT/metrics (a bare PORT: 127.0.0.1)
+--metrics-textfile FILE.prom with -R: write them to FILE.prom every 15 s (node_exporter textfile collector)
+--metrics-detail group|member with -R: member adds a series per member (default: group sums)
 --check-config FILE validate a server config file
 --check-auth FILE validate an authentication key file (auth_keys.json)
 --doctor check this host for what breaks multicast delivery
@@ -91,7 +94,7 @@ multic_admin --set KEY=VALUE [--set KEY=VALUE ...]
 multic_admin -P [-i {ip} -g {groupport}] [--json]
 multic_admin -L [--json]
 multic_admin -H
-multic_admin -R
+multic_admin -R [--metrics ADDRESS:PORT] [--metrics-textfile FILE.prom]
 multic_admin --check-config FILE
 multic_admin --check-auth FILE
 multic_admin --doctor [--json]
@@ -109,6 +112,8 @@ Options:
 -m/--multi_ip multicast ip
 %(entry_option_help)s--set KEY=VALUE change a setting of the whole config (KEY=  removes it): %(client_settings)s
 --json machine-readable output of -P, -L
+--metrics ADDRESS:PORT with -R: serve Prometheus metrics at http://ADDRESS:PORT/metrics (a bare PORT: 127.0.0.1)
+--metrics-textfile FILE.prom with -R: write them to FILE.prom every 15 s (node_exporter textfile collector)
 --check-config FILE validate a client config file
 --check-auth FILE validate an authentication key file (auth_keys.json)
 --doctor check this host for what breaks multicast delivery
@@ -226,7 +231,12 @@ _CLIENT_FLAGS = (
     ("m", "multi_ip", "group_ip", True),
 )
 _EXTRA_LONG = (("json", "json", False), ("check-config", "file", True), ("check-auth", "auth_file", True),
-               ("doctor", "doctor", False), ("set", "set", True))
+               ("doctor", "doctor", False), ("set", "set", True),
+               ("metrics", "metrics_listen", True), ("metrics-textfile", "metrics_textfile", True),
+               ("metrics-detail", "metrics_detail", True))
+# -R's flags: settings of the config file that they override for this run (field = schema key).
+_RUN_SETTINGS = {"server": ("metrics_listen", "metrics_textfile", "metrics_detail"),
+                 "client": ("metrics_listen", "metrics_textfile")}
 # Options that are a command of their own and name the file it reads.
 _FILE_COMMANDS = {"file": "check_config", "auth_file": "check_auth"}
 _COMMAND_WORDS = ("add", "delete", "clear", "stats", "show", "list", "run", "help", "doctor", "set")
@@ -244,7 +254,7 @@ _SERVER_RULES = {
     "stats": ((), ("group_ip", "json")),
     "show": ((), ("json",)),
     "list": (("group_ip",), ("json",)),
-    "run": ((), ()),
+    "run": ((), _RUN_SETTINGS["server"]),
     "help": ((), ()),
     "check_config": (("file",), ()),
     "check_auth": (("file",), ()),
@@ -257,7 +267,7 @@ _CLIENT_RULES = {
     "set": ((), ()),
     "stats": ((), ("server_ip", "group_port", "json")),
     "list": ((), ("json",)),
-    "run": ((), ()),
+    "run": ((), _RUN_SETTINGS["client"]),
     "help": ((), ()),
     "check_config": (("file",), ()),
     "check_auth": (("file",), ()),
@@ -423,12 +433,32 @@ def parse_admin(program, argv):
                          "(%s)" % ", ".join("--" + name for name in sorted(option_flags)), usage)
     if not is_server and command == "stats" and ("server_ip" in values) != ("group_port" in values):
         raise UsageError("-P takes -i and -g together, or neither", usage)
+    if command == "run":
+        settings = _run_settings(place, values, labels, usage)
     return Action(program, command, group_ip=values.get("group_ip"),
                   members=values.get("join") or values.get("quit"),
                   server_ip=values.get("server_ip"), port=values.get("port"),
                   group_port=values.get("group_port"), server_port=values.get("server_port"),
                   json=bool(values.get("json")), file=values.get("file"), options=options or None,
                   settings=settings or None)
+
+
+def _run_settings(place, values, labels, usage):
+    """The -R flags as schema values ({"metrics_listen": "127.0.0.1:9471"}); UsageError for a bad one."""
+    rows = dict((option.key, option) for option in config.optional_rows(place))
+    settings = {}
+    for key in _RUN_SETTINGS[place]:
+        if key not in values:
+            continue
+        try:
+            value = config.parse_option_text(rows[key], values[key], labels[key])
+        except config.ConfigError as exc:
+            raise UsageError(str(exc), usage)
+        if value == "":
+            raise UsageError("%s needs a value (leave the flag out to use the config file's setting)" % labels[key],
+                             usage)
+        settings[key] = value
+    return settings
 
 
 def parse_reload_list(program, argv):

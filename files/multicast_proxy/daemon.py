@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 
-from . import auth, control, relay_config as config, relay_contract as contract
+from . import auth, control, metrics, relay_config as config, relay_contract as contract
 
 # Repeated drop messages (a misbehaving sender can cause thousands a second)
 # are logged once per reason per this many seconds, with a count; events a
@@ -281,6 +281,12 @@ class Daemon:
         self.auth_load_failures = 0
         self.keys_loaded = False
         self.keys_description = auth.describe(None)
+        # Reloads since the start (metrics and -P): counts, and when and how the last one went.
+        self.reloads = {"success": 0, "failure": 0, "last_time": None, "last_ok": True}
+        # The metrics endpoint and textfile; ``metrics_override`` holds the -R flags
+        # (--metrics ...), which win over the config file's settings.
+        self.metrics = metrics.Metrics(self)
+        self.metrics_override = {}
 
     # -- subclass interface -------------------------------------------------
     def load_config_text(self, text):
@@ -390,6 +396,9 @@ class Daemon:
         self.set_auth(required, keys, failure, "start")
         changes = self.apply_config(cfg)
         self.cfg = cfg
+        metrics_change = self.apply_metrics(cfg)
+        if metrics_change:
+            changes["metrics"] = metrics_change
         self.log.info("%s started (pid %d, config %s): %s", contract.SIDES[self.side].admin, os.getpid(),
                       self.config_path, json.dumps(changes, sort_keys=True))
         sd_notify("READY=1\nSTATUS=%s" % self.status())
@@ -404,11 +413,25 @@ class Daemon:
                 self.auth_failure, self.status_line())
         return self.status_line()
 
+    def metrics_settings(self, cfg):
+        """The metrics settings in force: the config's, with the -R flags over them."""
+        settings = dict((key, cfg.get(key)) for key in ("metrics_listen", "metrics_textfile", "metrics_detail"))
+        settings.update(self.metrics_override)
+        return settings
+
+    def apply_metrics(self, cfg):
+        """Start, move or stop the metrics endpoint and textfile as ``cfg`` says; what changed, or None."""
+        return self.metrics.configure(self.metrics_settings(cfg))
+
     def watch(self, sock, callback):
         """Call ``callback(sock)`` from the loop whenever ``sock`` is readable."""
         fd = sock.fileno()
         self._epoll.register(fd, select.EPOLLIN)
         self._handlers[fd] = (callback, sock)
+
+    def modify(self, sock, write):
+        """Wake the watched ``sock``'s callback when it is writable (``write``) instead of readable."""
+        self._epoll.modify(sock.fileno(), select.EPOLLOUT if write else select.EPOLLIN)
 
     def rewatch(self, sock, callback):
         """Give the watched ``sock`` another callback (the next readable event calls it)."""
@@ -424,8 +447,10 @@ class Daemon:
         next_tick = time.monotonic() + 1.0
         poll = self._epoll.poll
         handlers = self._handlers
+        exporter = self.metrics
         while not self.stopping:
-            timeout = max(0.0, next_tick - time.monotonic())
+            # While a metrics textfile is being written, one step of it per round.
+            timeout = 0.0 if exporter.busy() else max(0.0, next_tick - time.monotonic())
             try:
                 for fd, _events in poll(timeout):
                     # Looked up now, not when poll returned: an earlier callback of
@@ -438,10 +463,16 @@ class Daemon:
                 # in this round are still readable at the next poll.
                 self.handler_failed("callback", exc)
             self._handle_signals()
+            if exporter.busy():
+                try:
+                    exporter.step()
+                except Exception as exc:  # pylint: disable=broad-except
+                    self.handler_failed("metrics textfile", exc)
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + 1.0
                 self.drop_log.flush()
                 try:
+                    exporter.tick()
                     self.tick()
                 except Exception as exc:  # pylint: disable=broad-except
                     # Housekeeping must never end a daemon that still relays.
@@ -459,6 +490,7 @@ class Daemon:
         # must never outlive the daemon (a stale one misleads the commands).
         try:
             sd_notify("STOPPING=1")
+            self.metrics.close()
             self.close_data_sockets()
         finally:
             try:
@@ -481,13 +513,19 @@ class Daemon:
         daemon keeps serving (SIGHUP and the control socket call this).
         """
         sd_notify("RELOADING=1")
+        result = {"ok": False}
         try:
-            return self._reload(origin)
+            result = self._reload(origin)
+            return result
         except Exception as exc:  # pylint: disable=broad-except
             self.handler_failed("reload (%s)" % origin, exc)
             return {"ok": False, "error": "reload failed: %s: %s; the daemon keeps running, parts of the new config "
                                           "may be applied: see -P and the log" % (type(exc).__name__, exc)}
         finally:
+            ok = bool(result.get("ok"))
+            self.reloads["success" if ok else "failure"] += 1
+            self.reloads["last_time"] = time.time()
+            self.reloads["last_ok"] = ok
             sd_notify("READY=1\nSTATUS=%s" % self.status())
 
     def _reload(self, origin):
@@ -505,6 +543,9 @@ class Daemon:
             self.watch_data_sockets()
         changes["auth"] = self.auth_summary()
         self.cfg = cfg
+        metrics_change = self.apply_metrics(cfg)
+        if metrics_change:
+            changes["metrics"] = metrics_change
         self.log.info("reload (%s) applied: %s", origin, json.dumps(changes, sort_keys=True))
         if failure is not None:
             return {"ok": False, "changes": changes,
@@ -585,7 +626,8 @@ class Daemon:
         if cmd == "reload":
             return self.reload("control socket")
         if cmd == "stats":
-            return dict(self.stats(), ok=True, control_refused=self.control_refused, auth_status=self.auth_status())
+            return dict(self.stats(), ok=True, control_refused=self.control_refused, auth_status=self.auth_status(),
+                        reloads=dict(self.reloads), metrics=self.metrics.status())
         # control.COMMANDS: "show" is the last one.
         return dict(self.show(), ok=True)
 

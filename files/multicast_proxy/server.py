@@ -80,6 +80,9 @@ class Group:
         # not sent, last error] (absent: none).
         self.joined_at = {}
         self.failures = {}
+        # What members that left had been sent: [copies, bytes, send errors],
+        # so the group's sums (totals) never go backwards when one leaves.
+        self.retired = [0, 0, 0]
         self.sock = None
         self.error = ""
         self.seq = seq_base
@@ -137,6 +140,10 @@ class Group:
             return False
         before, after = set(self.members), set(members)
         for ip in before - after:
+            gone = self.member_dict(ip)
+            self.retired[0] += gone["tx_packets"]
+            self.retired[1] += gone["tx_bytes"]
+            self.retired[2] += gone["send_errors"]
             self.joined_at.pop(ip, None)
             self.failures.pop(ip, None)
         if self.rx_packets:
@@ -151,7 +158,7 @@ class Group:
     def take_members(self, other):
         """Carry the members and their counters of ``other`` (the group this one replaces)."""
         self.members, self.server_port, self.targets = other.members, other.server_port, other.targets
-        self.joined_at, self.failures = other.joined_at, other.failures
+        self.joined_at, self.failures, self.retired = other.joined_at, other.failures, other.retired
 
     def member_failed(self, index, nbytes, message):
         """Count a datagram of ``nbytes`` that did not reach member ``index``; its address."""
@@ -170,6 +177,22 @@ class Group:
         return {"member_ip": ip, "tx_packets": self.rx_packets - joined_packets - errors,
                 "tx_bytes": self.rx_bytes - joined_bytes - unsent_bytes,
                 "send_errors": errors, "last_error": last_error}
+
+    def totals(self):
+        """(copies sent, bytes sent, send errors) to every member this group has had, in time proportional
+        to the members that joined late or failed, not to all members: the metrics' per-group sums."""
+        count = len(self.members)
+        copies = count * self.rx_packets
+        sent_bytes = count * self.rx_bytes
+        for joined_packets, joined_bytes in self.joined_at.values():
+            copies -= joined_packets
+            sent_bytes -= joined_bytes
+        errors = 0
+        for failed, unsent, _message in self.failures.values():
+            errors += failed
+            copies -= failed
+            sent_bytes -= unsent
+        return copies + self.retired[0], sent_bytes + self.retired[1], errors + self.retired[2]
 
     def as_dict(self):
         return {"group_ip": self.group_ip, "group_port": self.group_port, "server_port": self.server_port,

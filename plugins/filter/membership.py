@@ -20,9 +20,11 @@ from ansible.module_utils.six import string_types
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.multicast.proxy.plugins.filter.auth_keys import fleet_auth_problems
 from ansible_collections.multicast.proxy.plugins.module_utils.relay_config import (
+    CLIENT,
     CLIENT_TOP_KEY,
     ENTRY,
     GROUP,
+    SERVER,
     SERVER_TOP_KEY,
     VRRP_GROUP,
     ConfigError,
@@ -31,9 +33,11 @@ from ansible_collections.multicast.proxy.plugins.module_utils.relay_config impor
     optional_rows,
     parse_group_ip,
     parse_interface,
+    parse_listen,
     parse_port,
     parse_unicast_ip,
     schema_rows,
+    split_listen,
     validate_client_config,
     validate_server_config,
 )
@@ -280,7 +284,22 @@ def host_address(host, hostvars):
         raise FleetError(to_native(exc))
 
 
-def _server_config(definitions, host, hostvars, interface):
+def _settings(settings, place, host, side):
+    """The top-level settings of a config from a role's ``settings`` dict; empty values are left out."""
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        raise FleetError("host %s: %s settings must be a dict of the %s config's top-level keys, not %r"
+                         % (host, side, side, settings))
+    allowed = tuple(option.key for option in optional_rows(place) if option.key != "interface")
+    unknown = sorted(to_native(key) for key in settings if key not in allowed)
+    if unknown:
+        raise FleetError("host %s: %s settings: unknown key %s; the keys are %s"
+                         % (host, side, ", ".join(unknown), ", ".join(allowed)))
+    return dict((key, value) for key, value in settings.items() if value not in (None, ""))
+
+
+def _server_config(definitions, host, hostvars, interface, settings=None):
     groups, origins = [], []
     for definition in definitions:
         if host not in definition["senders"]:
@@ -298,6 +317,7 @@ def _server_config(definitions, host, hostvars, interface):
         groups.append(group)
         origins.append(definition["where"])
     config = {SERVER_TOP_KEY: groups}
+    config.update(_settings(settings, SERVER, host, "server"))
     if interface:
         config["interface"] = interface
     try:
@@ -306,7 +326,7 @@ def _server_config(definitions, host, hostvars, interface):
         raise FleetError("host %s: server config: %s%s" % (host, to_native(exc), _blame(exc, SERVER_TOP_KEY, origins)))
 
 
-def _client_config(definitions, host, hostvars, interface, preserve_source=None):
+def _client_config(definitions, host, hostvars, interface, preserve_source=None, settings=None):
     entries, origins = [], []
     for definition in definitions:
         if host not in definition["receivers"]:
@@ -333,6 +353,7 @@ def _client_config(definitions, host, hostvars, interface, preserve_source=None)
             entries.append(entry)
             origins.append(definition["where"])
     config = {CLIENT_TOP_KEY: entries}
+    config.update(_settings(settings, CLIENT, host, "client"))
     if interface:
         config["interface"] = interface
     if preserve_source is not None:
@@ -377,26 +398,32 @@ def _checked(groups_def, groups, variable):
     return definitions
 
 
-def server_config(groups_def, host, hostvars, groups, interface=None, variable=DEFAULT_VARIABLE):
-    """The server config (dict) of ``host``: one group per definition it sends."""
+def server_config(groups_def, host, hostvars, groups, interface=None, variable=DEFAULT_VARIABLE, settings=None):
+    """The server config (dict) of ``host``: one group per definition it sends.
+
+    ``settings`` holds top-level keys of the server config (metrics_listen,
+    metrics_textfile, ...); empty values are left out.
+    """
     definitions = _checked(groups_def, groups, variable)
     try:
-        return _server_config(definitions, host, hostvars, _interface(interface, host, "interface"))
+        return _server_config(definitions, host, hostvars, _interface(interface, host, "interface"), settings)
     except FleetError as exc:
         raise AnsibleFilterError("%s: %s" % (variable, to_native(exc)))
 
 
 def client_config(groups_def, host, hostvars, groups, interface=None, variable=DEFAULT_VARIABLE,
-                  preserve_source=False):
+                  preserve_source=False, settings=None):
     """The client config (dict) of ``host``: one entry per sender of each definition it receives.
 
     ``preserve_source`` true re-delivers every entry with the original sender's
-    address (top-level ``preserve_source`` of the client config).
+    address (top-level ``preserve_source`` of the client config); ``settings``
+    holds other top-level keys (metrics_listen, metrics_textfile), empty values
+    left out.
     """
     definitions = _checked(groups_def, groups, variable)
     try:
         return _client_config(definitions, host, hostvars, _interface(interface, host, "interface"),
-                              preserve_source)
+                              preserve_source, settings)
     except FleetError as exc:
         raise AnsibleFilterError("%s: %s" % (variable, to_native(exc)))
 
@@ -515,6 +542,69 @@ def relay_verify_streams(groups_def, groups, play_hosts, only_groups=None, any_p
     return streams
 
 
+METRICS_VARIABLE = "multicast_proxy_metrics"
+METRICS_ADDRESS_VARIABLE = "multicast_proxy_metrics_address"
+# The ports the roles give each daemon's endpoint unless the inventory says otherwise.
+METRICS_PORTS = {"server": ("multicast_proxy_metrics_server_port", 9471),
+                 "client": ("multicast_proxy_metrics_client_port", 9472)}
+
+
+def _metrics_target(host, host_vars, hostvars, side):
+    """ADDRESS:PORT Prometheus scrapes ``host``'s daemon of ``side`` on, or None when its endpoint is off."""
+    try:
+        enabled = boolean(host_vars.get(METRICS_VARIABLE, False), strict=True)
+    except TypeError:
+        raise FleetError("host %s: %s must be true or false, not %r"
+                         % (host, METRICS_VARIABLE, host_vars.get(METRICS_VARIABLE)))
+    if not enabled:
+        return None
+    port_variable, default_port = METRICS_PORTS[side]
+    address = host_vars.get(METRICS_ADDRESS_VARIABLE) or "127.0.0.1"
+    port = host_vars.get(port_variable, default_port)
+    try:
+        address, port = split_listen(parse_listen("%s:%s" % (address, port),
+                                                  "host %s: %s and %s" % (host, METRICS_ADDRESS_VARIABLE,
+                                                                          port_variable)))
+    except ConfigError as exc:
+        raise FleetError(to_native(exc))
+    if address == "0.0.0.0":
+        address = host_address(host, hostvars)
+    elif address.startswith("127."):
+        raise FleetError("host %s: its %s metrics endpoint listens on %s, which a Prometheus on another host "
+                         "cannot scrape; set %s to an address of the host (or 0.0.0.0, and restrict the port "
+                         "with a firewall), or leave %s off and use multicast_proxy_metrics_textfile_dir with "
+                         "node_exporter" % (host, side, address, METRICS_ADDRESS_VARIABLE, METRICS_VARIABLE))
+    return "%s:%d" % (address, port)
+
+
+def prometheus_targets(groups_def, hostvars, groups, side, variable=DEFAULT_VARIABLE):
+    """Prometheus file_sd target groups of one daemon kind: one per host of ``side`` with metrics on.
+
+    ``side`` is "server" (the senders' multis_monitord) or "client" (the
+    receivers' multic_monitord). Each target group carries the inventory
+    host as label ``host``, in the order the definitions name the hosts.
+    """
+    if side not in METRICS_PORTS:
+        raise AnsibleFilterError("prometheus_targets: side must be \"server\" or \"client\", not %r" % (side,))
+    definitions = _checked(groups_def, groups, variable)
+    hosts = []
+    for definition in definitions:
+        members = definition["senders"] if side == "server" else definition["receivers"]
+        hosts.extend(host for host in members if host not in hosts)
+    targets, problems = [], []
+    for host in hosts:
+        try:
+            target = _metrics_target(host, hostvars[host], hostvars, side)
+        except FleetError as exc:
+            _note(problems, exc)
+            continue
+        if target:
+            targets.append({"targets": [target], "labels": {"host": host}})
+    if problems:
+        raise AnsibleFilterError("; ".join(problems))
+    return targets
+
+
 class FilterModule(object):
     """Inventory-driven membership filters of multicast.proxy."""
 
@@ -527,4 +617,5 @@ class FilterModule(object):
             "relay_group_count": relay_group_count,
             "relay_config_json": relay_config_json,
             "relay_verify_streams": relay_verify_streams,
+            "prometheus_targets": prometheus_targets,
         }

@@ -613,6 +613,39 @@ def _rules_auth(server_stats, client_stats, findings):
             "reload; create auth_required to refuse frames without valid keys", [("client", "*")]))
 
 
+def _rules_metrics(server_stats, client_stats, findings):
+    """A metrics endpoint or textfile that is configured but not produced; an endpoint open to every address."""
+    for side, stats in (("server", server_stats), ("client", client_stats)):
+        status = (stats or {}).get("metrics") if isinstance(stats, dict) else None
+        if not isinstance(status, dict):
+            continue    # metrics off, or a daemon too old to report them
+        # Each field as the daemon reports it, or absent: null (metrics off) is not an address.
+        listen = status.get("listen") if isinstance(status.get("listen"), str) else None
+        if listen and not status.get("serving"):
+            findings.append(_finding(
+                "metrics-not-serving", "warning", _DAEMONS[side],
+                "the relay %s is configured to serve metrics on %s but does not: %s"
+                % (side, listen, status.get("error")),
+                "Prometheus sees the target as down (up == 0) although the relay runs; the daemon retries every "
+                "30 s", "free the port or choose another one (metrics_listen in the config, "
+                "multicast_proxy_metrics_%s_port in the inventory) and run %s_reload_list reload"
+                % (side, side), [(side, "*")]))
+        elif listen and listen.startswith("0.0.0.0:"):
+            findings.append(_finding(
+                "metrics-open", "info", _DAEMONS[side],
+                "the relay %s serves metrics on every address (%s)" % (side, listen),
+                "anyone who can reach the port reads the group addresses and members",
+                "allow the port only from the Prometheus servers in the host or cloud firewall, or listen on "
+                "the one address Prometheus scrapes", [(side, "*")]))
+        if status.get("textfile") and status.get("textfile_error"):
+            findings.append(_finding(
+                "metrics-textfile-failing", "warning", _DAEMONS[side],
+                "the relay %s cannot write its metrics textfile: %s" % (side, status["textfile_error"]),
+                "node_exporter keeps exporting the last complete file, or nothing, so the figures go stale",
+                "create the directory and let the daemon write it (the roles add it to the unit's ReadWritePaths "
+                "with multicast_proxy_metrics_textfile_dir)", [(side, "*")]))
+
+
 # Which causes can explain each symptom.  A client that got nothing from its
 # server is not explained by a wrong join on the client (that loses datagrams
 # after they arrived), so the pairs are explicit rather than "same group".
@@ -694,6 +727,7 @@ def diagnose(facts, server_config=None, client_config=None, server_stats=None, c
     _rules_services(services, server_config, client_config, findings)
     _rules_relay_errors(server_counters, client_stats, findings)
     _rules_auth(server_stats, client_stats, findings)
+    _rules_metrics(server_stats, client_stats, findings)
     _rules_interfaces(host, used, findings)
     _rules_routes(host, interfaces, findings)
     _rules_join_interface(host, interfaces, server_counters, findings)

@@ -56,7 +56,9 @@ VRRP_GROUP = "224.0.0.18"
 #              entry of multi_server_info_array), SERVER or CLIENT (top level)
 #   kind       the value's type, which picks its parser: group_ip, unicast_ip,
 #              port, group_port (0 = any port / VRRP), members, interface,
-#              flag (true/false), choice (one of ``choices``)
+#              flag (true/false), choice (one of ``choices``), listen (a TCP
+#              "ADDRESS:PORT", or "PORT" on loopback), prom_file (an absolute
+#              path ending in .prom)
 #   required   the key must be present (else ``default`` applies)
 #   default    the value when absent (a string describes a computed default)
 #   written    "always", "when set" (absent stays absent) or "not default"
@@ -79,7 +81,12 @@ PLACES = (GROUP, ENTRY, SERVER, CLIENT)
 # The keys whose rules involve other keys (addresses, ports, members); every
 # other row is parsed by its kind alone and copied through by its ``written``.
 CORE_KEYS = ("group_ip", "server_port", "group_port", "member_array", "server_ip")
-KINDS = ("group_ip", "unicast_ip", "port", "group_port", "members", "interface", "flag", "choice")
+KINDS = ("group_ip", "unicast_ip", "port", "group_port", "members", "interface", "flag", "choice", "listen",
+         "prom_file")
+# How much the server's metrics say about members: per-group sums, or a series per member as well.
+METRICS_DETAILS = ("group", "member")
+# The metrics endpoint's address when a setting gives only a port: loopback, so nothing is opened by accident.
+METRICS_DEFAULT_ADDRESS = "127.0.0.1"
 
 SCHEMA = (
     Option("group_ip", GROUP, "group_ip", True, None, "always", "-m/--multiip", "group_ip", "group_ip", None,
@@ -118,12 +125,27 @@ SCHEMA = (
     Option("address", SERVER, "unicast_ip", False, "the local address of the route to each group's members",
            "when set", "--set address=", "address", None, None,
            "the address members receive the copies from; authentication tags are bound to it"),
+    Option("metrics_listen", SERVER, "listen", False, "no endpoint", "when set", "--set metrics_listen=",
+           "metrics_listen", None, None,
+           "serve Prometheus metrics over HTTP on this IPv4 ADDRESS:PORT (a bare PORT listens on 127.0.0.1)"),
+    Option("metrics_textfile", SERVER, "prom_file", False, "no file", "when set", "--set metrics_textfile=",
+           "metrics_textfile", None, None,
+           "write the metrics to this .prom file every 15 s (node_exporter's textfile collector)"),
+    Option("metrics_detail", SERVER, "choice", False, "group", "not default", "--set metrics_detail=",
+           "metrics_detail", None, METRICS_DETAILS,
+           "group: per-group sums of the copies sent; member: a series per member as well"),
     Option("interface", CLIENT, "interface", False, "the interface of the route to each group", "when set",
            "--set interface=", "interface", None, None,
            "interface the client re-delivers on"),
     Option("preserve_source", CLIENT, "flag", False, False, "not default", "--set preserve_source=",
            "preserve_source", None, None,
            "re-deliver every entry with the original sender's address and port"),
+    Option("metrics_listen", CLIENT, "listen", False, "no endpoint", "when set", "--set metrics_listen=",
+           "metrics_listen", None, None,
+           "serve Prometheus metrics over HTTP on this IPv4 ADDRESS:PORT (a bare PORT listens on 127.0.0.1)"),
+    Option("metrics_textfile", CLIENT, "prom_file", False, "no file", "when set", "--set metrics_textfile=",
+           "metrics_textfile", None, None,
+           "write the metrics to this .prom file every 15 s (node_exporter's textfile collector)"),
 )
 
 
@@ -204,6 +226,10 @@ def parse_option_text(option, value, what):
         if value == "":
             return ""
         return parse_unicast_ip(value, what)
+    if option.kind in ("listen", "prom_file"):
+        if value == "":
+            return ""
+        return _PARSERS[option.kind](value, what)
     raise ConfigError(what, "%s options cannot be set this way" % option.kind)
 
 
@@ -305,6 +331,52 @@ def parse_interface(value, what):
     return value
 
 
+def parse_listen(value, what):
+    """A metrics endpoint: "ADDRESS:PORT" (IPv4) or "PORT" (on METRICS_DEFAULT_ADDRESS), as "ADDRESS:PORT"."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(what, "expected \"ADDRESS:PORT\" or a port, found %s" % _json_type(value))
+    text = str(value).strip()
+    address, colon, port_text = text.rpartition(":")
+    if not colon:
+        address = METRICS_DEFAULT_ADDRESS
+    if not address or "[" in address or ":" in address:
+        raise ConfigError(what, "%s is not ADDRESS:PORT with an IPv4 address (IPv6 is not supported); "
+                                "e.g. 127.0.0.1:9471, or 0.0.0.0:9471 for every address" % json.dumps(text))
+    if not re.match(r"^[0-9]{1,5}$", port_text) or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(what, "%s: the port must be a number from 1 to 65535" % json.dumps(text))
+    if address != "0.0.0.0":
+        _ipv4_value(address, what)
+        address = socket.inet_ntoa(socket.inet_aton(address))
+        if is_multicast(address):
+            raise ConfigError(what, "%s is a multicast address; give a local unicast address, 127.0.0.1 or 0.0.0.0"
+                              % address)
+    return "%s:%d" % (address, int(port_text))
+
+
+def split_listen(value):
+    """(address, port) of a value parse_listen returned."""
+    address, _colon, port = value.rpartition(":")
+    return address, int(port)
+
+
+def parse_prom_file(value, what):
+    """The path of a textfile-collector file: absolute, ending in .prom, no control characters."""
+    if not isinstance(value, str):
+        raise ConfigError(what, "expected a path as a string, found %s" % _json_type(value))
+    if not value.startswith("/") or not value.endswith(".prom") or value.endswith("/.prom"):
+        raise ConfigError(what, "%s is not an absolute path ending in .prom (node_exporter's textfile collector "
+                                "reads only *.prom); e.g. /var/lib/prometheus/node-exporter/multicast_proxy.prom"
+                          % json.dumps(value))
+    if any(ord(char) < 32 or ord(char) == 127 for char in value) or len(value) > 4096:
+        raise ConfigError(what, "%s holds control characters or is too long; give a plain path" % json.dumps(value))
+    if "/../" in value or "/./" in value or "//" in value:
+        raise ConfigError(what, "%s: give the path without '.', '..' or '//' parts" % json.dumps(value))
+    return value
+
+
+_PARSERS = {"listen": parse_listen, "prom_file": parse_prom_file}
+
+
 def _require_dict(obj, path, expected):
     if not isinstance(obj, dict):
         raise ConfigError(path, "expected a JSON object like %s, found %s" % (expected, _json_type(obj)))
@@ -380,6 +452,8 @@ def _config_value(option, value, path):
         if not isinstance(value, str):
             raise ConfigError(path, "expected an IPv4 address as a string, found %s" % _json_type(value))
         return parse_unicast_ip(value, path)
+    if option.kind in ("listen", "prom_file"):
+        return _PARSERS[option.kind](value, path)
     raise ConfigError(path, "no parser for %s values" % option.kind)
 
 

@@ -53,6 +53,32 @@ options:
         M(multicast.proxy.client_server)).
       - V(false) removes the setting. Omit it to keep the current value.
     type: bool
+  metrics_listen:
+    description:
+      - Serve Prometheus metrics over HTTP at C(http://ADDRESS:PORT/metrics), IPv4 only.
+        A bare port listens on 127.0.0.1 (nothing is opened to the network by accident);
+        V(0.0.0.0:9471) listens on every address, for a Prometheus on another host.
+      - The daemon starts, moves or stops the endpoint at the reload. A port it cannot bind is
+        reported by C(-P) and the doctor and retried every 30 seconds; the relay goes on.
+      - An empty string removes the setting (no endpoint). Omit it to keep the current value.
+    type: str
+  metrics_textfile:
+    description:
+      - Write the same metrics to this file every 15 seconds, replacing it atomically, for
+        node_exporter's textfile collector (C(--collector.textfile.directory)). An absolute path
+        ending in C(.prom).
+      - The daemon's unit must be allowed to write the directory (the roles add it to
+        C(ReadWritePaths)).
+      - An empty string removes the setting. Omit it to keep the current value.
+    type: str
+  metrics_detail:
+    description:
+      - Server only. V(group) exports per-group sums of the copies sent; V(member) adds three
+        series per member (1,024 groups of 1,024 members make three million series; keep it for
+        small fleets or while debugging one).
+      - V(group) removes the setting (the default). Omit it to keep the current value.
+    type: str
+    choices: [group, member]
 extends_documentation_fragment:
   - multicast.proxy.relay
   - multicast.proxy.relay.edit
@@ -76,6 +102,11 @@ EXAMPLES = r"""
   multicast.proxy.relay_settings:
     side: client
     preserve_source: true
+
+- name: Serve Prometheus metrics on every address (multis_admin --set metrics_listen=0.0.0.0:9471)
+  multicast.proxy.relay_settings:
+    side: server
+    metrics_listen: 0.0.0.0:9471
 
 - name: Back to the routed interface (multic_admin --set interface=)
   multicast.proxy.relay_settings:

@@ -25,6 +25,7 @@ def doctor(host, side):
     """Run `multis_admin --doctor --json` / `multic_admin --doctor --json` in `host`; return (exit code, findings)."""
     result = host.relay({"server": "multis_admin", "client": "multic_admin"}[side], "--doctor", "--json", check=False)
     assert result.returncode in (0, 1), "doctor failed:\n%s\n%s" % (result.stdout, result.stderr)
+    assert result.stdout.strip(), "no output:\n%s" % result.stderr
     return result.returncode, json.loads(result.stdout)["findings"]
 
 

@@ -30,7 +30,8 @@ from ansible_collections.multicast.proxy.tests.unit.plugins.filter.inventory imp
 COLLECTION_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 ROLES = ("server", "client", "common")
 # The role variable holding group definitions, per role.
-ROLE_GROUP_VARIABLE = {"server": "server_groups", "client": "client_groups", "common": "common_groups"}
+ROLE_GROUP_VARIABLE = {"server": "multicast_proxy_groups", "client": "multicast_proxy_groups",
+                       "common": "multicast_proxy_groups"}
 # Which module edits which place of the config.
 MODULE_PLACES = ((server_group, (rc.GROUP,)), (client_server, (rc.ENTRY,)), (relay_settings, (rc.SERVER, rc.CLIENT)))
 

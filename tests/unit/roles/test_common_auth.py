@@ -7,7 +7,7 @@
 (local connection) with the conf dir and the command dir moved into a
 temporary directory by extra vars; the key file is validated by the real
 relay (``multis_admin --check-auth``), as on a host.  Covers
-``common_auth_required``: the marker ``auth_required`` written, refused
+``multicast_proxy_auth_required``: the marker ``auth_required`` written, refused
 without keys, removed, in check and diff mode, with the reload handler
 notified on every change.
 """

@@ -34,11 +34,11 @@ def read(*path):
 
 
 def render_key_file(inventory_vars):
-    """The common role's defaults, then its key file template, as the role renders them."""
-    defaults = yaml.safe_load(read(COMMON_ROLE, "defaults", "main.yml"))
+    """The common role's settings (vars/main.yml), then its key file template, as the role renders them."""
+    defaults = yaml.safe_load(read(COMMON_ROLE, "vars", "main.yml"))
     templar = Templar(loader=DataLoader(), variables=dict(inventory_vars))
     variables = dict(inventory_vars)
-    for name in ("common_auth_keys", "common_auth_send_key_id"):
+    for name in ("__common_auth_keys", "__common_auth_send_key_id"):
         variables[name] = templar.template(trust_as_template(defaults[name]))
     templar = Templar(loader=DataLoader(), variables=variables)
     return variables, templar.template(trust_as_template(read(COMMON_ROLE, "templates", "auth_keys.json.j2")))
@@ -63,10 +63,10 @@ def test_template_signs_with_the_chosen_key_during_a_rotation():
 @pytest.mark.parametrize("inventory_vars", [{}, {"multicast_proxy_auth_keys": None},
                                             {"multicast_proxy_auth_keys": [], "multicast_proxy_auth_send_key_id": None}])
 def test_defaults_without_keys_mean_no_key_file(inventory_vars):
-    defaults = yaml.safe_load(read(COMMON_ROLE, "defaults", "main.yml"))
+    defaults = yaml.safe_load(read(COMMON_ROLE, "vars", "main.yml"))
     templar = Templar(loader=DataLoader(), variables=inventory_vars)
-    assert templar.template(trust_as_template(defaults["common_auth_keys"])) == []
-    assert templar.template(trust_as_template(defaults["common_auth_send_key_id"])) == 0
+    assert templar.template(trust_as_template(defaults["__common_auth_keys"])) == []
+    assert templar.template(trust_as_template(defaults["__common_auth_send_key_id"])) == 0
     assert auth_keys.parse_keys([], 0) is None
 
 

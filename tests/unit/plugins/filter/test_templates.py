@@ -28,14 +28,16 @@ def render(role, host, sample=fleet):
     """The role's preflight set_fact expression, then its template."""
     definitions, hostvars, groups = sample()
     variables = {
-        "%s_groups" % role: definitions,
+        "__%s_groups" % role: definitions,
         "inventory_hostname": host,
         "hostvars": hostvars,
         "groups": groups,
-        "server_interface": "",
-        "client_delivery_interface": "",
-        # As the client role's default does.
-        "client_preserve_source": hostvars[host].get("multicast_proxy_preserve_source", False),
+        "__server_interface": "",
+        "__client_delivery_interface": "",
+        # As the client role's vars do.
+        "__client_preserve_source": hostvars[host].get("multicast_proxy_preserve_source", False),
+        # No metrics settings: the configs stay in the seed's format.
+        "__%s_settings" % role: {},
     }
     templar = Templar(loader=DataLoader(), variables=variables)
     preflight = read(os.path.join(COLLECTION_ROOT, "roles", role, "tasks", "preflight.yml"))

@@ -113,6 +113,35 @@ def test_a_keyless_client_delivering_tagged_frames_is_a_warning():
                                  server_stats(), stats, RUNNING)) == []
 
 
+def test_metrics_configured_but_not_produced_are_warnings():
+    not_serving = {"listen": "127.0.0.1:9471", "serving": False, "textfile": "/var/lib/n/m.prom",
+                   "error": "cannot listen on 127.0.0.1:9471: Address already in use",
+                   "textfile_error": "cannot write /var/lib/n/m.prom: Read-only file system"}
+    findings = diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), server_config(), client_config(),
+                             dict(server_stats(), metrics=not_serving), client_stats(interfaces=["eth0"]), RUNNING)
+    assert serious(findings) == [("metrics-not-serving", "warning"), ("metrics-textfile-failing", "warning")]
+    (finding,) = [f for f in findings if f["id"] == "metrics-not-serving"]
+    assert finding["subject"] == "multis_monitord" and "Address already in use" in finding["what"]
+    assert "multicast_proxy_metrics_server_port" in finding["fix"]
+    # Serving on every address is a note about exposure; serving on loopback, or no metrics, says nothing.
+    open_to_all = {"listen": "0.0.0.0:9472", "serving": True, "error": None, "textfile": None}
+    findings = diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), server_config(), client_config(),
+                             server_stats(), dict(client_stats(interfaces=["eth0"]), metrics=open_to_all), RUNNING)
+    assert serious(findings) == [] and "metrics-open" in [f["id"] for f in findings]
+    quiet = {"listen": "127.0.0.1:9471", "serving": True, "error": None, "textfile": None}
+    findings = diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), server_config(), client_config(),
+                             dict(server_stats(), metrics=quiet), client_stats(interfaces=["eth0"]), RUNNING)
+    assert not [f for f in findings if f["id"].startswith("metrics-")]
+    # What a running daemon without metrics reports (nulls), or an older daemon (nothing, or another shape).
+    off = {"listen": None, "serving": False, "error": None, "detail": "group", "textfile": None,
+           "textfile_error": None}
+    for metrics in (off, None, "garbage", {"listen": 9471}):
+        findings = diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), server_config(), client_config(),
+                                 dict(server_stats(), metrics=metrics),
+                                 dict(client_stats(interfaces=["eth0"]), metrics=metrics), RUNNING)
+        assert not [f for f in findings if f["id"].startswith("metrics-")], metrics
+
+
 def test_healthy_host_has_no_error_or_warning():
     findings = diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), server_config(), client_config(),
                              server_stats(), client_stats(interfaces=["eth0"]), RUNNING)

@@ -11,13 +11,13 @@ SHELL := /bin/bash
 RELEASES ?= bookworm
 SCENARIOS ?= default membership vrrp
 
-.PHONY: help demo test bootstrap unit pyversions modules netns lint sanity molecule molecule-matrix images changelog clean
+.PHONY: help demo test bootstrap unit pyversions modules netns lint sanity ansible-matrix molecule molecule-matrix images changelog clean
 
 help:
 	@echo "make demo             deploy the relay onto a local container fleet and show it carries multicast"
-	@echo "make test             every test suite (unit, modules, netns, lint, sanity, molecule) + summary"
+	@echo "make test             every test suite (unit, pyversions, modules, netns, lint, sanity, ansible-matrix, molecule) + summary"
 	@echo "make bootstrap        install Debian packages and the Python tooling (.venv)"
-	@echo "make unit|pyversions|modules|netns|lint|sanity   one suite (pyversions: relay unit tests on Python 3.6 to 3.13)"
+	@echo "make unit|pyversions|modules|netns|lint|sanity|ansible-matrix   one suite (pyversions: relay unit tests on Python 3.6 to 3.13; ansible-matrix: modules and sanity on ansible-core 2.16 to 2.18)"
 	@echo "make molecule         molecule scenarios ($(SCENARIOS)) on RELEASES=$(RELEASES)"
 	@echo "make molecule-matrix  the default scenario on bullseye, bookworm and trixie"
 	@echo "make images           build the Debian test images (cached)"
@@ -33,7 +33,7 @@ demo: bootstrap
 test: bootstrap
 	scripts/run-tests.sh
 
-unit pyversions modules netns lint sanity: bootstrap
+unit pyversions modules netns lint sanity ansible-matrix: bootstrap
 	scripts/run-tests.sh $@
 
 molecule: bootstrap

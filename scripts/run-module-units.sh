@@ -4,7 +4,8 @@
 # Extra arguments go to pytest; without a test path, all of tests/unit runs.
 set -euo pipefail
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
-venv_bin="$repo_root/.venv/bin"
+# MCP_VENV: another virtualenv (scripts/run-ansible-matrix.sh runs each ansible-core with its own).
+venv_bin="${MCP_VENV:-$repo_root/.venv}/bin"
 # A tree of its own per run: other runs (CI, other users of this checkout) may
 # rebuild build/ at the same time.
 mkdir -p "$repo_root/build"

@@ -4,10 +4,14 @@
 # Extra arguments go to ansible-test (for example --test validate-modules).
 set -euo pipefail
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
-venv_bin="$repo_root/.venv/bin"
+# MCP_VENV: another virtualenv, with its own ansible-core and that release's
+# sanity requirements (scripts/run-ansible-matrix.sh builds them).
+venv_bin="${MCP_VENV:-$repo_root/.venv}/bin"
 # ansible-test --requirements needs a download that is not reachable offline;
 # install its test requirements ourselves (a no-op once they are present).
-"$venv_bin/pip" install --quiet -r "$repo_root/requirements-sanity.txt"
+if [ -z "${MCP_VENV:-}" ]; then
+    "$venv_bin/pip" install --quiet -r "$repo_root/requirements-sanity.txt"
+fi
 # ansible-test bootstraps pip in each of its test venvs with a get-pip script
 # it downloads from a host that is not reachable here; a cached script of that
 # name is used instead, so give it one built on the standard library's ensurepip.

@@ -19,7 +19,7 @@ set -uo pipefail
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo_root"
 export PATH="$repo_root/.venv/bin:$PATH"
-all_suites=(unit pyversions modules netns lint sanity molecule)
+all_suites=(unit pyversions modules netns lint sanity ansible-matrix molecule)
 suites=("$@")
 if [ "${#suites[@]}" -eq 0 ]; then
     suites=("${all_suites[@]}")
@@ -73,6 +73,7 @@ run_suite() {
         netns) pytest_suite tests/relay/netns ;;
         lint) script_suite scripts/run-lint.sh ;;
         sanity) script_suite scripts/run-sanity.sh ;;
+        ansible-matrix) script_suite scripts/run-ansible-matrix.sh ;;
         molecule) molecule_suite ;;
     esac
 }
@@ -86,9 +87,9 @@ for suite in "${suites[@]}"; do
     run_suite "$suite" </dev/null || rc=$?
     elapsed=$((SECONDS - started))
     if [ "$rc" -eq 0 ]; then
-        summary+=("$(printf '  %-9s PASS   %5ss' "$suite" "$elapsed")")
+        summary+=("$(printf '  %-14s PASS   %5ss' "$suite" "$elapsed")")
     else
-        summary+=("$(printf '  %-9s FAIL   %5ss  (exit %s)' "$suite" "$elapsed" "$rc")")
+        summary+=("$(printf '  %-14s FAIL   %5ss  (exit %s)' "$suite" "$elapsed" "$rc")")
         failed=1
     fi
 done

@@ -696,6 +696,20 @@ def _fold_symptoms(findings):
     return [f for f in findings if id(f) not in carriers]
 
 
+def _apply(findings, rule, *inputs):
+    """Run one rule on the inputs; a rule that fails on data it did not expect becomes a finding of its
+    own, and the other rules still run (a doctor that crashes tells the operator nothing)."""
+    try:
+        rule(*(inputs + (findings,)))
+    except Exception as exc:  # pylint: disable=broad-except
+        findings.append(_finding(
+            "doctor-rule-failed", "warning", "the doctor",
+            "the check %s failed on this host's data: %s: %s" % (rule.__name__.lstrip("_"), type(exc).__name__, exc),
+            "what it looks for was not checked; the other findings stand",
+            "report it with the output of multis_admin -P --json and multic_admin -P --json (they show the "
+            "data the check read)"))
+
+
 def diagnose(facts, server_config=None, client_config=None, server_stats=None, client_stats=None,
              services=None, firewall=None, port_probes=None, config_errors=None):
     """Apply every rule; return the findings, errors first.
@@ -723,23 +737,23 @@ def diagnose(facts, server_config=None, client_config=None, server_stats=None, c
             for interface in choice["interfaces"]:
                 used.setdefault(interface, set()).add((side, group_ip))
     findings = []
-    _rules_config_errors(config_errors, findings)
-    _rules_services(services, server_config, client_config, findings)
-    _rules_relay_errors(server_counters, client_stats, findings)
-    _rules_auth(server_stats, client_stats, findings)
-    _rules_metrics(server_stats, client_stats, findings)
-    _rules_interfaces(host, used, findings)
-    _rules_routes(host, interfaces, findings)
-    _rules_join_interface(host, interfaces, server_counters, findings)
-    _rules_memberships(host, server_config, client_config, findings)
-    _rules_rp_filter(host, client_config, findings)
-    _rules_ports(port_probes, findings)
-    _rules_firewall(host, interfaces, server_config, client_config, firewall, findings)
-    _rules_groups(server_config, client_config, findings)
-    _rules_ttl(server_config, client_config, server_counters, findings)
-    _rules_counters(host, interfaces, server_config, client_config, server_counters, client_counters,
-                    services, findings)
-    _rules_local_receivers(host, client_config, findings)
+    _apply(findings, _rules_config_errors, config_errors)
+    _apply(findings, _rules_services, services, server_config, client_config)
+    _apply(findings, _rules_relay_errors, server_counters, client_stats)
+    _apply(findings, _rules_auth, server_stats, client_stats)
+    _apply(findings, _rules_metrics, server_stats, client_stats)
+    _apply(findings, _rules_interfaces, host, used)
+    _apply(findings, _rules_routes, host, interfaces)
+    _apply(findings, _rules_join_interface, host, interfaces, server_counters)
+    _apply(findings, _rules_memberships, host, server_config, client_config)
+    _apply(findings, _rules_rp_filter, host, client_config)
+    _apply(findings, _rules_ports, port_probes)
+    _apply(findings, _rules_firewall, host, interfaces, server_config, client_config, firewall)
+    _apply(findings, _rules_groups, server_config, client_config)
+    _apply(findings, _rules_ttl, server_config, client_config, server_counters)
+    _apply(findings, _rules_counters, host, interfaces, server_config, client_config, server_counters,
+           client_counters, services)
+    _apply(findings, _rules_local_receivers, host, client_config)
     findings = _fold_symptoms(findings)
     findings.sort(key=lambda f: SEVERITIES.index(f["severity"]))
     for finding in findings:

@@ -14,6 +14,10 @@ they return a new, validated config.  Every error is a ``ConfigError`` whose
 message names the JSON path that is wrong and says what to do about it.
 """
 
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import base64
 import binascii
 import collections

@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import inspect
 import os
 import tempfile
 
@@ -71,6 +72,15 @@ def read_config(module, conf_dir, side):
                              % to_native(exc))
 
 
+def _atomic_move_keeps_attrs_optionally(module):
+    """Whether this ansible-core's AnsibleModule.atomic_move takes keep_dest_attrs (2.17 and later)."""
+    signature = getattr(inspect, "signature", None)    # Python 3.3 and later
+    try:
+        return signature is not None and "keep_dest_attrs" in signature(module.atomic_move).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def replace_file(module, path, data, before_rename, keep_dest_attrs=True):
     """Replace ``path`` with the bytes ``data`` so that readers see the old or the new file, never a part.
 
@@ -87,7 +97,12 @@ def replace_file(module, path, data, before_rename, keep_dest_attrs=True):
             tmp_file.flush()
             os.fsync(tmp_file.fileno())
         before_rename(tmp_path)
-        module.atomic_move(tmp_path, path, keep_dest_attrs=keep_dest_attrs)
+        if _atomic_move_keeps_attrs_optionally(module):
+            module.atomic_move(tmp_path, path, keep_dest_attrs=keep_dest_attrs)
+        else:
+            # ansible-core 2.16 always copies the old file's mode and owner to the new one; callers
+            # that want their own set them again after the call (relay_install does).
+            module.atomic_move(tmp_path, path)
     finally:
         if os.path.exists(tmp_path):
             os.unlink(tmp_path)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from vpc import CONTROL_SOCKETS, RELAY_COMMANDS, RELAY_SOURCE
+from vpc import RELAY_SOURCE
 
 sys.path.insert(0, str(RELAY_SOURCE))
 
@@ -111,15 +111,6 @@ def relay_edit(host, command, *args):
     return result
 
 
-def start_relay_with(host, side, *flags):
-    """vpc's start_relay, with extra -R flags (--metrics ...)."""
-    command = RELAY_COMMANDS[side]
-    process = host.start(command, host.relay_argv(command, "-R", *flags), env=host.relay_env())
-    host.wait_control_socket(host.conf_dir / CONTROL_SOCKETS[side], process)
-    host.relays[side] = process
-    return process
-
-
 def exchange(host, address, request, port=METRICS_PORT):
     result = host.run([sys.executable, "-c", EXCHANGE],
                       input_text=json.dumps({"address": address, "port": port, "request": request}))
@@ -168,7 +159,7 @@ def build(make_vpc, metrics_flags):
     relay_edit(server, "multis_admin", "-A", "-m", GROUP, "-j", member.ip, "-p", SERVER_PORT, "-g", GROUP_PORT)
     relay_edit(member, "multic_admin", "-A", "-i", server.ip, "-g", GROUP_PORT, "-s", SERVER_PORT, "-m", GROUP)
     member.start_relay("client")
-    start_relay_with(server, "server", *metrics_flags(server))
+    server.start_relay("server", *metrics_flags(server))
     return vpc
 
 

@@ -22,7 +22,7 @@ import urllib.parse
 import pytest
 import yaml
 
-from vpc import REPO, CONTROL_SOCKETS, RELAY_COMMANDS
+from vpc import REPO, RELAY_COMMANDS
 
 GROUP = "239.77.16.1"
 GROUP_PORT = 5016
@@ -58,15 +58,6 @@ def relay_edit(host, command, *args):
     """An edit made before the daemon runs is saved and reported with exit code 3."""
     result = host.relay(command, *args, check=False)
     assert result.returncode in (0, 3), (command, args, result.stdout, result.stderr)
-
-
-def start_relay_with(host, side, *flags):
-    """vpc's start_relay, with extra -R flags (--metrics ...)."""
-    command = RELAY_COMMANDS[side]
-    process = host.start(command, host.relay_argv(command, "-R", *flags), env=host.relay_env())
-    host.wait_control_socket(host.conf_dir / CONTROL_SOCKETS[side], process)
-    host.relays[side] = process
-    return process
 
 
 def fetch(host, url):
@@ -162,8 +153,8 @@ def test_prometheus_scrapes_what_the_daemons_report(make_vpc, tmp_path):
     client_targets = {m.name: "%s:%d" % (m.ip, CLIENT_METRICS_PORT) for m in members}
     for member in members:
         relay_edit(member, "multic_admin", "-A", "-i", server.ip, "-g", GROUP_PORT, "-s", SERVER_PORT, "-m", GROUP)
-        start_relay_with(member, "client", "--metrics", client_targets[member.name])
-    start_relay_with(server, "server", "--metrics", server_target, "--metrics-detail", "member")
+        member.start_relay("client", "--metrics", client_targets[member.name])
+    server.start_relay("server", "--metrics", server_target, "--metrics-detail", "member")
 
     prometheus = Prometheus(monitor, tmp_path, {SERVER_JOB: [server_target],
                                                 CLIENT_JOB: sorted(client_targets.values())})

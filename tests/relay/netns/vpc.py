@@ -253,10 +253,11 @@ class Host:
         """Run a relay command (multis_admin, multic_admin, ...) in this host."""
         return self.run(self.relay_argv(command, *args), check=check, env=self.relay_env(), input_text=input_text)
 
-    def start_relay(self, side):
-        """Start `multis_admin -R` (side "server") or `multic_admin -R` (side "client") and wait for it."""
+    def start_relay(self, side, *flags):
+        """Start `multis_admin -R` (side "server") or `multic_admin -R` (side "client"), with extra -R
+        flags such as --metrics ADDRESS:PORT, and wait for it."""
         command = RELAY_COMMANDS[side]
-        process = self.start(command, self.relay_argv(command, "-R"), env=self.relay_env())
+        process = self.start(command, self.relay_argv(command, "-R", *flags), env=self.relay_env())
         self.wait_control_socket(self.conf_dir / CONTROL_SOCKETS[side], process)
         self.relays[side] = process
         return process

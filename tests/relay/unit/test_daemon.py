@@ -27,12 +27,17 @@ from multicast_proxy.client import ClientDaemon
 FILES_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "files"))
 
 
-def free_udp_port():
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def free_port(kind=socket.SOCK_DGRAM):
+    """A port of loopback that nothing holds now (UDP, or TCP with kind=socket.SOCK_STREAM)."""
+    sock = socket.socket(socket.AF_INET, kind)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
     return port
+
+
+def free_udp_port():
+    return free_port(socket.SOCK_DGRAM)
 
 
 def random_group():

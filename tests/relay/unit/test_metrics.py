@@ -20,7 +20,7 @@ import pytest
 
 from multicast_proxy import cli, daemon, metrics, relay_config as config
 from multicast_proxy.server import Group
-from test_daemon import (FILES_DIR, drain, free_udp_port, lo_receiver, lo_sender, random_group, wait_for,
+from test_daemon import (FILES_DIR, drain, free_port, free_udp_port, lo_receiver, lo_sender, random_group, wait_for,
                          write_client, write_server)
 
 NAMES_FILE = os.path.join(FILES_DIR, "prometheus", "metric_names.txt")
@@ -29,11 +29,7 @@ _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 def free_tcp_port():
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+    return free_port(socket.SOCK_STREAM)
 
 
 def parse_exposition(text):
@@ -89,6 +85,7 @@ class Daemon:
         self.env.pop("NOTIFY_SOCKET", None)
         program = "multis_admin" if side == "server" else "multic_admin"
         self.program = program
+        self.output = None
         self.proc = subprocess.Popen([sys.executable, "-m", "multicast_proxy", program, "-R"] + list(flags),
                                      env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      universal_newlines=True)
@@ -104,10 +101,14 @@ class Daemon:
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
 
     def stop(self):
+        """Stop the daemon once (the fixture stops it again at the end); its (stdout, stderr)."""
+        if self.output is not None:
+            return self.output
         if self.proc.poll() is None:
             self.proc.terminate()
         try:
-            return self.proc.communicate(timeout=20)
+            self.output = self.proc.communicate(timeout=20)
+            return self.output
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()

@@ -12,7 +12,8 @@ import os
 import pytest
 
 from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
+from ansible.template import Templar
+from ansible_collections.multicast.proxy.tests.unit.compat import render_text, trust_as_template
 from ansible_collections.multicast.proxy.tests.unit.plugins.filter.inventory import fleet, vrrp_fleet
 
 COLLECTION_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
@@ -45,7 +46,7 @@ def render(role, host, sample=fleet):
     variables["__%s_config" % role] = templar.template(trust_as_template(" ".join(expression.split())))
     templar = Templar(loader=DataLoader(), variables=variables)
     template = read(os.path.join(COLLECTION_ROOT, "roles", role, "templates", "%s_cfg.json.txt.j2" % role))
-    return templar.template(trust_as_template(template))
+    return render_text(templar, template)
 
 
 @pytest.mark.parametrize("role, host", [("server", "src1"), ("server", "mem1"), ("client", "mem1"),

@@ -14,7 +14,8 @@ import yaml
 
 from ansible.errors import AnsibleFilterError
 from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
+from ansible.template import Templar
+from ansible_collections.multicast.proxy.tests.unit.compat import trust_as_template
 from ansible_collections.multicast.proxy.plugins.filter import membership
 from ansible_collections.multicast.proxy.tests.unit.plugins.filter.inventory import fleet, vrrp_fleet
 

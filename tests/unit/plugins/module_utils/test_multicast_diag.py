@@ -362,3 +362,18 @@ def test_the_relay_package_links_every_file_the_doctor_imports():
         link = os.path.join(package, name + ".py")
         assert os.path.islink(link), "%s is not a symlink into plugins/module_utils" % link
         assert os.readlink(link) == "../../plugins/module_utils/%s.py" % name
+
+
+def test_a_check_that_fails_on_odd_data_is_a_finding_and_the_others_still_run(monkeypatch):
+    """A rule that raises must not take the doctor down: the operator gets every other finding."""
+    def broken(server_stats, client_stats, findings):
+        raise KeyError("entries")
+    broken.__name__ = "_rules_auth"
+    monkeypatch.setattr(diag, "_rules_auth", broken)
+    not_serving = {"listen": "127.0.0.1:9471", "serving": False, "error": "cannot listen", "textfile": None}
+    findings = diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), server_config(), client_config(),
+                             dict(server_stats(), metrics=not_serving), client_stats(interfaces=["eth0"]), RUNNING)
+    (failed,) = [f for f in findings if f["id"] == "doctor-rule-failed"]
+    assert failed["severity"] == "warning" and "rules_auth" in failed["what"] and "KeyError" in failed["what"]
+    # The rules after the broken one ran.
+    assert "metrics-not-serving" in [f["id"] for f in findings]

@@ -12,7 +12,7 @@ import pytest
 from unittest import mock
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
+from ansible_collections.multicast.proxy.tests.unit.compat import patch_module_args
 
 
 class ModuleExit(Exception):

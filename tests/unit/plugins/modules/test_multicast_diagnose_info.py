@@ -15,7 +15,7 @@ import yaml
 from unittest import mock
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
+from ansible_collections.multicast.proxy.tests.unit.compat import patch_module_args
 from ansible.plugins.loader import module_loader
 from ansible_collections.multicast.proxy.plugins.module_utils.multicast_diag_kernel import FactsError
 from ansible_collections.multicast.proxy.plugins.modules import multicast_diagnose_info

@@ -46,6 +46,9 @@ SOURCE_IP = "10.213.0.1"
 GROUP_IP = "239.77.0.1"
 GROUP_PORT = 5600
 SERVER_PORT = 5500
+# The relay server's copies and the frame feed leave from this port, and our
+# client's entry requires it, as a fleet deployed by the roles does (issue 14.7).
+COPY_SOURCE_PORT = 868
 FRAME_HEADER = 28
 SOCKET_BUFFER = 4 << 20   # what the Python relay asks for; the references get the same
 
@@ -436,12 +439,14 @@ class Implementation:
         members_arg = ",".join(member_ip(i) for i in range(members))
         self.admin("multis_admin", conf_dir, ["-A", "-m", GROUP_IP, "-j", members_arg, "-p", str(SERVER_PORT),
                                               "-g", str(GROUP_PORT)])
+        self.admin("multis_admin", conf_dir, ["--set", "source_port=%d" % COPY_SOURCE_PORT])
         return conf_dir
 
     def configure_python_client(self, index):
         conf_dir = self.bench.conf_dir("client-m%d" % index)
         self.admin("multic_admin", conf_dir, ["-A", "-i", SOURCE_IP, "-g", str(GROUP_PORT), "-s",
-                                              str(SERVER_PORT), "-m", GROUP_IP])
+                                              str(SERVER_PORT), "-m", GROUP_IP, "--source-port",
+                                              str(COPY_SOURCE_PORT)])
         return conf_dir
 
     def start_c_relay(self, members):
@@ -511,7 +516,8 @@ class Socat(Implementation):
 
 def frame_feed(payload):
     return ["--netns", netns_path(SOURCE_NS), "--mode", "frame", "--dst", member_ip(0), "--port",
-            str(SERVER_PORT), "--group", GROUP_IP, "--group-port", str(GROUP_PORT), "--size", str(payload)]
+            str(SERVER_PORT), "--group", GROUP_IP, "--group-port", str(GROUP_PORT), "--size", str(payload),
+            "--sport", str(COPY_SOURCE_PORT)]
 
 
 class ClientC(Implementation):

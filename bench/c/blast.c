@@ -22,7 +22,7 @@
 static const char *USAGE =
     "--mode multicast|unicast|frame --dst IP --port PORT --size BYTES --duration-ms MS\n"
     "       [--rate PPS (0: as fast as possible)] [--batch N] [--netns PATH] [--ifaddr IP]\n"
-    "       [--seq-base N] [--group IP --group-port PORT (frame mode)]";
+    "       [--seq-base N] [--group IP --group-port PORT (frame mode)] [--sport PORT]";
 
 int main(int argc, char **argv)
 {
@@ -30,7 +30,7 @@ int main(int argc, char **argv)
     const char *mode = NULL, *netns = NULL;
     struct in_addr dst = {0}, ifaddr = {0}, group = {0};
     int have_dst = 0, have_ifaddr = 0, have_group = 0;
-    long port = 0, size = 0, duration_ms = 0, rate = 0, batch = 16, group_port = 0;
+    long port = 0, size = 0, duration_ms = 0, rate = 0, batch = 16, group_port = 0, sport = 0;
     unsigned long long seq_base = 0;
 
     for (int i = 1; i < argc; i++) {
@@ -62,6 +62,8 @@ int main(int argc, char **argv)
             group = parse_ipv4(prog, flag, val, USAGE), have_group = 1;
         else if (!strcmp(flag, "--group-port"))
             group_port = parse_long(prog, flag, val, 1, 65535, USAGE);
+        else if (!strcmp(flag, "--sport"))
+            sport = parse_long(prog, flag, val, 1, 65535, USAGE);
         else {
             char msg[120];
             snprintf(msg, sizeof msg, "unknown option '%s'", flag);
@@ -92,6 +94,7 @@ int main(int argc, char **argv)
     struct sockaddr_in local = {.sin_family = AF_INET};
     if (have_ifaddr)
         local.sin_addr = ifaddr;
+    local.sin_port = htons((uint16_t)sport);
     if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0)
         die("bind");
     socklen_t local_len = sizeof local;

@@ -286,12 +286,10 @@ def run_stats(action, directory, out):
         if action.json:
             _dump_json({"side": "server", "started": reply["started"], "auth": reply.get("auth"),
                         "auth_status": reply.get("auth_status"), "reloads": reply.get("reloads"),
-                        "metrics": reply.get("metrics"), "groups": groups}, out)
+                        "metrics": reply.get("metrics"), "sender": reply.get("sender"), "groups": groups}, out)
             return EXIT_OK
         write_server_stats(groups, out)
-        write_auth_status(reply.get("auth_status"), out)
-        write_reloads(reply.get("reloads"), out)
-        write_metrics_status(reply.get("metrics"), out)
+        write_daemon_status(reply, out)
         return EXIT_OK
     entries = reply["entries"]
     if action.server_ip is not None:
@@ -307,10 +305,27 @@ def run_stats(action, directory, out):
                     "listen_errors": reply["listen_errors"], "entries": entries}, out)
         return EXIT_OK
     write_client_stats(entries, reply["drops"], reply["listen_errors"], out)
+    write_daemon_status(reply, out)
+    return EXIT_OK
+
+
+def write_daemon_status(reply, out):
+    """The lines on the daemon as a whole that follow its table: where copies leave from (server),
+    authentication, reloads, metrics."""
+    write_sender_status(reply.get("sender"), out)
     write_auth_status(reply.get("auth_status"), out)
     write_reloads(reply.get("reloads"), out)
     write_metrics_status(reply.get("metrics"), out)
-    return EXIT_OK
+
+
+def write_sender_status(status, out):
+    """One line on the server's source port (the stats reply's ``sender``), when one is configured."""
+    if not status or not status.get("source_port"):
+        return
+    if status["error"]:
+        out.write("source port: NOT bound: %s\n" % status["error"])
+    else:
+        out.write("source port: copies leave from UDP port %d\n" % status["source_port"])
 
 
 def write_reloads(reloads, out):
@@ -439,9 +454,7 @@ def run_reload_list(action, directory, out, stdin):
         write_server_stats(reply["groups"], out)
     else:
         write_client_stats(reply["entries"], reply["drops"], reply["listen_errors"], out)
-    write_auth_status(reply.get("auth_status"), out)
-    write_reloads(reply.get("reloads"), out)
-    write_metrics_status(reply.get("metrics"), out)
+    write_daemon_status(reply, out)
     return EXIT_OK
 
 

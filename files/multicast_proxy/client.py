@@ -37,14 +37,15 @@ REPLAY_SAVE_INTERVAL = 5.0
 # Entries removed from the config whose windows are remembered (re-added, they resume).
 MAX_REMEMBERED_WINDOWS = 4096
 # no_keys: keys are required (auth_required) but cannot be loaded, so nothing is delivered.
-CLIENT_DROP_REASONS = ("malformed", "bad_version", "unknown_server", "unknown_group", "deliver_error",
+# source_port: from a server's address, but not from the source port its entry names.
+CLIENT_DROP_REASONS = ("malformed", "bad_version", "unknown_server", "unknown_group", "source_port", "deliver_error",
                        "receive_error") + auth.AUTH_DROP_REASONS + ("replay", "no_keys")
 
 
 class Entry:
     __slots__ = ("server_ip", "server_port", "group_ip", "group_port", "destination", "sockaddr", "targets",
                  "interfaces", "raw", "rx_packets", "rx_bytes", "delivered_packets", "delivered_bytes", "tracker",
-                 "replay", "server_identity")
+                 "replay", "server_identity", "source_port", "port_word")
 
     def __init__(self, server_ip, server_port, group_ip, group_port):
         self.server_ip = server_ip
@@ -54,6 +55,10 @@ class Entry:
         self.destination = (group_ip, group_port)
         self.sockaddr = client_fastpath.sockaddr_in(group_ip, group_port)
         self.targets = ()
+        # The UDP port the server's copies must come from (None: any), and the same as the receivers
+        # hold it (client_fastpath.port_word; 0: any).
+        self.source_port = None
+        self.port_word = 0
         # True: re-deliver through rawsend with the original source (VRRP, preserve_source).
         self.raw = False
         self.interfaces = ()
@@ -71,6 +76,10 @@ class Entry:
     def key(self):
         return (self.server_ip, self.server_port, frame.ip_to_int(self.group_ip), self.group_port)
 
+    def set_source_port(self, port):
+        self.source_port = port
+        self.port_word = client_fastpath.port_word(port) if port else 0
+
     @property
     def state_key(self):
         """How this entry's window is named in the saved replay state."""
@@ -85,7 +94,8 @@ class Entry:
     def as_dict(self):
         tracker = self.tracker
         return {"server_ip": self.server_ip, "server_port": self.server_port, "group_ip": self.group_ip,
-                "group_port": self.group_port, "interfaces": list(self.interfaces), "preserve_source": self.raw,
+                "group_port": self.group_port, "source_port": self.source_port, "interfaces": list(self.interfaces),
+                "preserve_source": self.raw,
                 "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
                 "delivered_packets": self.delivered_packets, "delivered_bytes": self.delivered_bytes,
                 "lost": tracker.lost, "duplicates": tracker.duplicates, "reordered": tracker.reordered,
@@ -183,6 +193,7 @@ class ClientDaemon(Daemon):
             entry = Entry(item["server_ip"], item["server_port"], item["group_ip"], item["group_port"])
             entry.raw = bool(item.get("protocol") == "vrrp" or item.get("preserve_source")
                              or cfg.get("preserve_source"))
+            entry.set_source_port(item.get("source_port", cfg.get("source_port")))
             wanted[entry.key] = entry
         for key in list(self.entries):
             if key not in wanted:
@@ -200,6 +211,7 @@ class ClientDaemon(Daemon):
                 changes["added"].append(self._describe(entry))
             else:
                 self.entries[key].raw = entry.raw
+                self.entries[key].set_source_port(entry.source_port)
         self.routes = dict((e.route, e) for e in self.entries.values())
         self.servers = set(client_fastpath.address_key(e.server_ip) for e in self.entries.values())
         addresses = self._scan_local_addresses()
@@ -428,7 +440,8 @@ class ClientDaemon(Daemon):
         if magic != frame.MAGIC or version != frame.VERSION or flags or start != frame.HEADER_LEN:
             return False
         entry = self.routes.get((receiver.sources[0], port, group_addr, group_port))
-        if entry is None or entry.raw or len(entry.targets) != 1:
+        if entry is None or entry.raw or len(entry.targets) != 1 or (
+                entry.port_word and receiver.port_words[0] != entry.port_word):
             return False
         payload = view[start:nbytes]
         code = 0
@@ -464,7 +477,8 @@ class ClientDaemon(Daemon):
         if run is None:
             return False
         entry = self.routes.get((run[0], port, run[1], run[2]))
-        if entry is None or entry.raw or len(entry.targets) != 1:
+        if entry is None or entry.raw or len(entry.targets) != 1 or (
+                entry.port_word and self.receiver.port_words[:count].tolist().count(entry.port_word) != count):
             return False
         lengths = self.receiver.lengths
         payload_bytes = sum(lengths) - frame.HEADER_LEN * count
@@ -485,6 +499,7 @@ class ClientDaemon(Daemon):
         drops = self.drops
         lengths = receiver.lengths
         sources = receiver.sources
+        port_words = receiver.port_words
         slots = receiver.slots
         routes = self.routes
         verifier = self.verifier
@@ -523,6 +538,12 @@ class ClientDaemon(Daemon):
                     drops[reason] += 1
                     self.drop_log.drop(reason, "frame from %s:%d on port %d for %s:%d matches no entry" % (
                         receiver.source(index) + (port, frame.int_to_ip(group_addr), group_port)))
+                    continue
+                if entry.port_word and port_words[index] != entry.port_word:
+                    drops["source_port"] += 1
+                    self.drop_log.drop("source_port", "frame from %s:%d for %s:%d: the server's copies come from "
+                                       "port %d" % (receiver.source(index) + (entry.group_ip, entry.group_port,
+                                                                              entry.source_port)))
                     continue
                 if verifier is not None:
                     reason = verifier.check(view, flags, key_id, end, entry.server_identity)

@@ -55,6 +55,12 @@ def address_key(ip):
     return _NATIVE_WORD.unpack(socket.inet_aton(ip))[0]
 
 
+# A source port as the receivers' ``port_words`` hold it: its network-order
+# bytes read as a native 16-bit word, which is what the kernel's sockaddr_in
+# holds (recvmmsg's ports are read from there without a conversion each).
+port_word = socket.htons
+
+
 sockaddr_in = mmsg.sockaddr_in
 
 
@@ -88,6 +94,7 @@ class _FirstFrame:
             key = keys[name[0]] = address_key(name[0])
         self.lengths = [nbytes]
         self.sources = [key]
+        self.port_words = [port_word(name[1])]
         self._names_read = [name]
         return 1
 
@@ -101,6 +108,7 @@ class RecvfromReceiver(_FirstFrame):
         self._memory, self._whole, self.slots = _anonymous_slots(batch)
         self.lengths = []
         self.sources = []
+        self.port_words = []
         self._names_read = []
         self._keys = {}
         # An error met after some frames were read is raised by the next call,
@@ -110,7 +118,7 @@ class RecvfromReceiver(_FirstFrame):
     def receive(self, sock):
         """Read what is queued on ``sock``, up to one frame per slot; the count.
 
-        Fills ``lengths`` and ``sources`` (``address_key`` of each sender).
+        Fills ``lengths``, ``sources`` (``address_key`` of each sender) and ``port_words``.
         Raises OSError when the first read fails.
         """
         if self._error is not None:
@@ -118,6 +126,7 @@ class RecvfromReceiver(_FirstFrame):
             raise error
         lengths = []
         sources = []
+        ports = []
         names = []
         for slot in self.slots:
             try:
@@ -131,9 +140,11 @@ class RecvfromReceiver(_FirstFrame):
                 break
             lengths.append(nbytes)
             sources.append(address_key(name[0]))
+            ports.append(port_word(name[1]))
             names.append(name)
         self.lengths = lengths
         self.sources = sources
+        self.port_words = ports
         self._names_read = names
         return len(lengths)
 
@@ -213,6 +224,8 @@ class MmsgReceiver(_FirstFrame):
         self._length_words = words[mmsg.MMsgHdr.msg_len.offset // 4::stride]
         self._name_bytes = memoryview(self._names).cast("B")
         self._source_words = self._name_bytes.cast("I")[1::4]
+        # The ports, read in place (indexing and slicing this view costs no copy of the batch).
+        self._port_column = self._name_bytes.cast("H")[1::8]
         # One column per header field a run is recognised by, read for a whole
         # burst with one C-level copy each (frame.py: the v1 layout).
         slot_words = self._whole.cast("I")
@@ -226,13 +239,14 @@ class MmsgReceiver(_FirstFrame):
         ]
         self.lengths = []
         self.sources = []
+        self.port_words = self._port_column
         self._names_read = []
         self._keys = {}
 
     def receive(self, sock):
         """Read what is queued on ``sock``, up to one frame per slot, with one call; the count.
 
-        Fills ``lengths`` and ``sources`` (``address_key`` of each sender).
+        Fills ``lengths``, ``sources`` (``address_key`` of each sender) and ``port_words``.
         Raises OSError when the call fails.
         """
         fd = sock.fileno()
@@ -247,6 +261,7 @@ class MmsgReceiver(_FirstFrame):
                 raise OSError(code, os.strerror(code))
         self.lengths = self._length_words[:count].tolist()
         self.sources = self._source_words[:count].tolist()
+        self.port_words = self._port_column
         self._names_read = ()
         return count
 
@@ -285,7 +300,8 @@ class MmsgReceiver(_FirstFrame):
                 (socket.ntohl(high[0]) << 32) | first)
 
     def close(self):
-        for view in [self._length_words, self._source_words, self._name_bytes] + self._header_columns + self.slots:
+        for view in [self._length_words, self._source_words, self._port_column,
+                     self._name_bytes] + self._header_columns + self.slots:
             view.release()
         self._whole.release()
         self._frames = None

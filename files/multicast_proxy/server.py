@@ -19,6 +19,7 @@ no object of its own.
 """
 
 import collections
+import errno
 import functools
 import os
 import socket
@@ -221,6 +222,9 @@ class ServerDaemon(Daemon):
         self.local_addresses = capture.read_local_addresses()
         self.sender = None
         self.fan_out = None     # server_fastpath fan-out through self.sender
+        # The source_port setting the sender is bound to (0: an ephemeral port), and why it is not, if it is not.
+        self.source_port = 0
+        self.source_port_error = ""
         self.receiver = None    # server_fastpath.BurstReceiver where recvmmsg and sendmmsg can be called
         self.signer = None      # auth.Signer while auth_keys.json exists
         self._src_cache = {}
@@ -269,21 +273,80 @@ class ServerDaemon(Daemon):
                                           group.group_ip, ", ".join(found), address)
             group.signer = self.signer.bound(address)
 
-    def _open_sender(self):
+    def _new_sender(self, port):
+        """A copy socket bound to UDP ``port`` of every address (0: an ephemeral port). Raises OSError.
+
+        No SO_REUSEADDR: while the relay holds the port, nobody else on the
+        host can bind it, so a frame from the server's address and this port
+        is the relay's (docs/threat-model.md).
+        """
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        set_buffer(sender, socket.SO_SNDBUF, SEND_BUFFER)
-        sender.setblocking(False)
+        try:
+            set_buffer(sender, socket.SO_SNDBUF, SEND_BUFFER)
+            # Nothing is ever read from it: what others send to the port costs the least the kernel allows.
+            sender.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 0)
+            sender.setblocking(False)
+            sender.bind(("0.0.0.0", port))
+        except BaseException:
+            sender.close()
+            raise
+        return sender
+
+    def _open_sender(self, sender):
         self.sender = sender
         self.fan_out = server_fastpath.fan_out(sender, self.buffer)
         if isinstance(self.fan_out, server_fastpath.SendmmsgFanOut):
             self.receiver = server_fastpath.burst_receiver(BATCH, SLOT, frame.HEADER_LEN, frame.MAX_PAYLOAD)
-        self.log.info("sending copies with %s, receiving bursts with %s", self.fan_out.name,
-                      "recvmmsg" if self.receiver is not None else "recvmsg")
+        self.log.info("sending copies with %s from UDP port %d, receiving bursts with %s", self.fan_out.name,
+                      sender.getsockname()[1], "recvmmsg" if self.receiver is not None else "recvmsg")
+
+    def _bind_source_port(self, cfg, changes=None):
+        """Send from the configured source_port; a change of port takes effect at once.
+
+        A new socket is bound and put under the sender's descriptor
+        (``dup2``), so the fan-out and every group's member set keep working
+        unchanged.  A port that cannot be bound (held by another socket,
+        below 1024 without the capability) keeps the copies flowing from the
+        port they left from so far, says why in ``-P``, the log and the
+        doctor, and is tried again with the groups' retries.
+        """
+        port = cfg.get("source_port", 0) if cfg else 0
+        if self.sender is not None and port == self.source_port and not self.source_port_error:
+            return
+        try:
+            sender = self._new_sender(port)
+        except OSError as exc:
+            if self.sender is None:
+                # Copies must leave from somewhere: an ephemeral port, which members that check refuse.
+                self._open_sender(self._new_sender(0))
+            error = "cannot send from UDP port %d: %s; copies leave from port %d, which members that check " \
+                    "the source port refuse" % (port, exc.strerror or exc, self.sender.getsockname()[1])
+            if exc.errno == errno.EADDRINUSE:
+                error += " (another socket holds the port: ss -uapn 'sport = :%d' names it; free it or choose " \
+                         "another source_port)" % port
+            elif exc.errno == errno.EACCES:
+                error += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+            if error != self.source_port_error:
+                self.log.error("%s", error)
+            self.source_port, self.source_port_error = port, error
+            if changes is not None:
+                changes["errors"].append({"source_port": port, "error": error})
+            return
+        if self.sender is None:
+            self._open_sender(sender)
+        else:
+            try:
+                os.dup2(sender.fileno(), self.sender.fileno())
+            finally:
+                sender.close()
+            self.log.info("copies now leave from UDP port %d", self.sender.getsockname()[1])
+        if self.source_port_error:
+            self.log.info("source port %d bound", port)
+        self.source_port, self.source_port_error = port, ""
 
     def apply_config(self, cfg):
-        if self.sender is None:
-            self._open_sender()
         changes = {"added": [], "removed": [], "rejoined": [], "updated": [], "errors": []}
+        self._bind_source_port(cfg, changes)
         joined = []
         wanted = {}
         for entry in cfg[config.SERVER_TOP_KEY]:
@@ -372,6 +435,8 @@ class ServerDaemon(Daemon):
         if now < self._next_retry:
             return
         self._next_retry = now + RETRY_INTERVAL
+        if self.cfg is not None and self.source_port_error:
+            self._bind_source_port(self.cfg)
         if self.cfg is not None and any(g.error for g in self.groups.values()):
             changes = self.apply_config(self.cfg)
             recovered = [g for g in changes["rejoined"] if not self.groups[g].error]
@@ -599,10 +664,17 @@ class ServerDaemon(Daemon):
     def stats(self):
         return {"side": "server", "started": int(self.started),
                 "auth": {"send_key_id": self.signer.key_id} if self.signer is not None else None,
+                "sender": self.sender_status(),
                 "groups": [self.groups[g].as_dict() for g in sorted(self.groups, key=frame.ip_to_int)]}
 
+    def sender_status(self):
+        """Where the copies leave from: the configured source_port (None: any), the bound port, and an error."""
+        return {"source_port": self.source_port or None,
+                "bound_port": self.sender.getsockname()[1] if self.sender is not None else None,
+                "error": self.source_port_error}
+
     def show(self):
-        return {"side": "server", "config": self.cfg,
+        return {"side": "server", "config": self.cfg, "sender": self.sender_status(),
                 "groups": [{"group_ip": g.group_ip, "interface": g.interface,
                             "state": "error" if g.error else "joined", "error": g.error}
                            for g in self.groups.values()]}

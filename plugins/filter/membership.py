@@ -34,6 +34,7 @@ from ansible_collections.multicast.proxy.plugins.module_utils.relay_config impor
     parse_group_ip,
     parse_interface,
     parse_listen,
+    parse_option_text,
     parse_port,
     parse_unicast_ip,
     schema_rows,
@@ -44,6 +45,12 @@ from ansible_collections.multicast.proxy.plugins.module_utils.relay_config impor
 
 DEFAULT_VARIABLE = "multicast_proxy_groups"
 PRESERVE_SOURCE_VARIABLE = "multicast_proxy_preserve_source"
+# The UDP port a server host's copies leave from (its config's source_port),
+# which its members' entries then require (docs/threat-model.md). Below 1024:
+# no unprivileged user of the server host can bind it first. 0: any port.
+SOURCE_PORT_VARIABLE = "multicast_proxy_source_port"
+DEFAULT_SOURCE_PORT = 868
+SOURCE_PORT_CHECK_VARIABLE = "multicast_proxy_source_port_check"
 # The options of a group definition beyond addresses and hosts come from the
 # relay's schema (relay_config.SCHEMA, rows with an inventory key): a group
 # row goes into the senders' server config, an entry row into the receivers'
@@ -296,7 +303,41 @@ def _settings(settings, place, host, side):
     if unknown:
         raise FleetError("host %s: %s settings: unknown key %s; the keys are %s"
                          % (host, side, ", ".join(unknown), ", ".join(allowed)))
-    return dict((key, value) for key, value in settings.items() if value not in (None, ""))
+    rows = dict((option.key, option) for option in optional_rows(place))
+    result = {}
+    for key, value in settings.items():
+        if rows[key].kind == "port" and value not in (None, ""):
+            # A template gives "868" or 868; 0 is "no setting".
+            try:
+                value = parse_option_text(rows[key], value, "host %s: %s setting %s" % (host, side, key))
+            except ConfigError as exc:
+                raise FleetError(to_native(exc))
+        if value not in (None, ""):
+            result[key] = value
+    return result
+
+
+def host_source_port(host, hostvars):
+    """The source port of ``host``'s relay server copies (multicast_proxy_source_port), None for any port."""
+    value = hostvars[host].get(SOURCE_PORT_VARIABLE, DEFAULT_SOURCE_PORT)
+    if value in (0, "0", "", None):
+        return None
+    try:
+        return parse_port(value, "host %s: %s" % (host, SOURCE_PORT_VARIABLE))
+    except ConfigError as exc:
+        raise FleetError(to_native(exc) + " (0 lets the copies leave from any port)")
+
+
+def _check_source_port(config, definitions, host):
+    """The server's source port must not be a port this host's client listens on (its groups' server_port)."""
+    port = config.get("source_port")
+    if port is None:
+        return
+    for definition in definitions:
+        if host in definition["receivers"] and definition["server_port"] == port:
+            raise FleetError("host %s: %s %d is also the server_port of %s, which the host receives: its relay "
+                             "server and client cannot both bind the port; choose another %s"
+                             % (host, SOURCE_PORT_VARIABLE, port, definition["where"], SOURCE_PORT_VARIABLE))
 
 
 def _server_config(definitions, host, hostvars, interface, settings=None):
@@ -320,26 +361,46 @@ def _server_config(definitions, host, hostvars, interface, settings=None):
     config.update(_settings(settings, SERVER, host, "server"))
     if interface:
         config["interface"] = interface
+    _check_source_port(config, definitions, host)
     try:
         return validate_server_config(config)
     except ConfigError as exc:
         raise FleetError("host %s: server config: %s%s" % (host, to_native(exc), _blame(exc, SERVER_TOP_KEY, origins)))
 
 
-def _client_config(definitions, host, hostvars, interface, preserve_source=None, settings=None):
+def _client_config(definitions, host, hostvars, interface, preserve_source=None, settings=None,
+                   check_source_port=True):
+    try:
+        check_source_port = boolean(check_source_port, strict=True)
+    except TypeError:
+        raise FleetError("host %s: %s must be true or false, not %r"
+                         % (host, SOURCE_PORT_CHECK_VARIABLE, check_source_port))
     entries, origins = [], []
     for definition in definitions:
         if host not in definition["receivers"]:
             continue
-        servers = sorted(set(host_address(sender, hostvars) for sender in definition["senders"] if sender != host),
-                         key=_address_sort_key)
-        for server_ip in servers:
+        # Each server address with the source port its host's copies leave from.
+        servers = {}
+        for sender in definition["senders"]:
+            if sender != host:
+                servers.setdefault(host_address(sender, hostvars), set()).add(
+                    host_source_port(sender, hostvars) if check_source_port else None)
+        for server_ip in sorted(servers, key=_address_sort_key):
             entry = {
                 "server_ip": server_ip,
                 "server_port": definition["server_port"],
                 "group_ip": definition["group_ip"],
                 "group_port": definition["group_port"],
             }
+            ports = servers[server_ip]
+            if len(ports) > 1:
+                raise FleetError("host %s: the senders of %s at address %s have different %s values (%s); hosts "
+                                 "that share an address must share the source port"
+                                 % (host, definition["where"], server_ip, SOURCE_PORT_VARIABLE,
+                                    ", ".join(str(port or 0) for port in sorted(ports, key=lambda p: p or 0))))
+            (port,) = ports
+            if port is not None:
+                entry["source_port"] = port
             entry.update(definition["client_options"])
             for index, existing in enumerate(entries):
                 if (existing["server_ip"], existing["group_ip"], existing["group_port"]) == \
@@ -412,18 +473,20 @@ def server_config(groups_def, host, hostvars, groups, interface=None, variable=D
 
 
 def client_config(groups_def, host, hostvars, groups, interface=None, variable=DEFAULT_VARIABLE,
-                  preserve_source=False, settings=None):
+                  preserve_source=False, settings=None, check_source_port=True):
     """The client config (dict) of ``host``: one entry per sender of each definition it receives.
 
     ``preserve_source`` true re-delivers every entry with the original sender's
     address (top-level ``preserve_source`` of the client config); ``settings``
     holds other top-level keys (metrics_listen, metrics_textfile), empty values
-    left out.
+    left out.  ``check_source_port`` true (the default) makes every entry
+    require the source port of its server host (``multicast_proxy_source_port``
+    of that host, default 868; 0 there means any port).
     """
     definitions = _checked(groups_def, groups, variable)
     try:
         return _client_config(definitions, host, hostvars, _interface(interface, host, "interface"),
-                              preserve_source, settings)
+                              preserve_source, settings, check_source_port)
     except FleetError as exc:
         raise AnsibleFilterError("%s: %s" % (variable, to_native(exc)))
 
@@ -448,11 +511,13 @@ def fleet_problems(groups_def, hostvars, groups, variable=DEFAULT_VARIABLE):
             _note(problems, exc)
             continue
         try:
-            _server_config(definitions, host, hostvars, None)
+            port = host_source_port(host, hostvars)
+            _server_config(definitions, host, hostvars, None, {"source_port": port} if port else None)
         except FleetError as exc:
             _note(problems, exc)
         try:
-            _client_config(definitions, host, hostvars, None, hostvars[host].get(PRESERVE_SOURCE_VARIABLE))
+            _client_config(definitions, host, hostvars, None, hostvars[host].get(PRESERVE_SOURCE_VARIABLE),
+                           check_source_port=hostvars[host].get(SOURCE_PORT_CHECK_VARIABLE, True))
         except FleetError as exc:
             _note(problems, exc)
     problems.extend(fleet_auth_problems(definitions, hostvars))

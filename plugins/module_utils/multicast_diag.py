@@ -613,6 +613,30 @@ def _rules_auth(server_stats, client_stats, findings):
             "reload; create auth_required to refuse frames without valid keys", [("client", "*")]))
 
 
+def _rules_source_port(server_stats, client_stats, findings):
+    """A server that cannot send from its source_port; a client refusing frames from the wrong source port."""
+    sender = (server_stats or {}).get("sender") if isinstance(server_stats, dict) else None
+    if isinstance(sender, dict) and sender.get("error"):
+        findings.append(_finding(
+            "source-port-not-bound", "error", _DAEMONS["server"],
+            "the relay server does not send from its source_port: %s" % sender["error"],
+            "members whose entries name the source port drop every copy from this server as source_port",
+            "free the port (ss -uapn 'sport = :%s' names the holder) or choose another source_port "
+            "(multicast_proxy_source_port in the inventory, then the client role on the members too), and run "
+            "server_reload_list reload" % sender.get("source_port"), [("server", "*")]))
+    drops = (client_stats or {}).get("drops") if isinstance(client_stats, dict) else None
+    refused = drops.get("source_port") if isinstance(drops, dict) else None
+    if isinstance(refused, int) and refused > 0:
+        findings.append(_finding(
+            "client-source-port-refused", "warning", _DAEMONS["client"],
+            "the relay client dropped %d frames that came from a server's address but not from the source port "
+            "its entry names" % refused,
+            "either the server sends from another port (its source_port differs, or it could not bind it) or "
+            "someone on the server host sends forged frames from its address",
+            "compare source_port of the entries (multic_admin -L) with the server's (multis_admin -P there); "
+            "after a deliberate change of the server's port, deploy the members again", [("client", "*")]))
+
+
 def _rules_metrics(server_stats, client_stats, findings):
     """A metrics endpoint or textfile that is configured but not produced; an endpoint open to every address."""
     for side, stats in (("server", server_stats), ("client", client_stats)):
@@ -742,6 +766,7 @@ def diagnose(facts, server_config=None, client_config=None, server_stats=None, c
     _apply(findings, _rules_relay_errors, server_counters, client_stats)
     _apply(findings, _rules_auth, server_stats, client_stats)
     _apply(findings, _rules_metrics, server_stats, client_stats)
+    _apply(findings, _rules_source_port, server_stats, client_stats)
     _apply(findings, _rules_interfaces, host, used)
     _apply(findings, _rules_routes, host, interfaces)
     _apply(findings, _rules_join_interface, host, interfaces, server_counters)

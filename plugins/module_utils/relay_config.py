@@ -120,6 +120,9 @@ SCHEMA = (
            "UDP port they are re-delivered to; 0 accepts every port of the group (and is VRRP's)"),
     Option("protocol", ENTRY, "choice", False, "udp", "not default", "--protocol", "protocol", "protocol",
            PROTOCOLS, "what the group carries: udp datagrams or vrrp advertisements"),
+    Option("source_port", ENTRY, "port", False, "the client's source_port", "when set", "--source-port",
+           "source_port", None, None,
+           "accept copies only from this UDP source port of the server (its source_port setting)"),
     Option("preserve_source", ENTRY, "flag", False, False, "not default", "--preserve-source", "preserve_source",
            "preserve_source", None,
            "re-deliver with the original sender's address and port (for applications that check them)"),
@@ -129,6 +132,9 @@ SCHEMA = (
     Option("address", SERVER, "unicast_ip", False, "the local address of the route to each group's members",
            "when set", "--set address=", "address", None, None,
            "the address members receive the copies from; authentication tags are bound to it"),
+    Option("source_port", SERVER, "port", False, "an ephemeral port", "when set", "--set source_port=",
+           "source_port", None, None,
+           "the UDP port every copy leaves from (members check it; a port below 1024 only root can bind)"),
     Option("metrics_listen", SERVER, "listen", False, "no endpoint", "when set", "--set metrics_listen=",
            "metrics_listen", None, None,
            "serve Prometheus metrics over HTTP on this IPv4 ADDRESS:PORT (a bare PORT listens on 127.0.0.1)"),
@@ -144,6 +150,9 @@ SCHEMA = (
     Option("preserve_source", CLIENT, "flag", False, False, "not default", "--set preserve_source=",
            "preserve_source", None, None,
            "re-deliver every entry with the original sender's address and port"),
+    Option("source_port", CLIENT, "port", False, "any port", "when set", "--set source_port=",
+           "source_port", None, None,
+           "accept copies only from this UDP source port of the servers (an entry can name its own)"),
     Option("metrics_listen", CLIENT, "listen", False, "no endpoint", "when set", "--set metrics_listen=",
            "metrics_listen", None, None,
            "serve Prometheus metrics over HTTP on this IPv4 ADDRESS:PORT (a bare PORT listens on 127.0.0.1)"),
@@ -188,6 +197,8 @@ def module_argument_spec(place):
             spec[option.module] = dict(type="bool")
         elif option.kind == "choice":
             spec[option.module] = dict(type="str", choices=list(option.choices))
+        elif option.kind == "port":
+            spec[option.module] = dict(type="int")
         else:
             spec[option.module] = dict(type="str")
     return spec
@@ -234,6 +245,11 @@ def parse_option_text(option, value, what):
         if value == "":
             return ""
         return _PARSERS[option.kind](value, what)
+    if option.kind == "port":
+        # "" or "0" (a command line) and 0 (a module's int) remove the setting.
+        if value in ("", "0") or (value == 0 and not isinstance(value, bool)):
+            return ""
+        return parse_port(value, what)
     raise ConfigError(what, "%s options cannot be set this way" % option.kind)
 
 
@@ -458,6 +474,8 @@ def _config_value(option, value, path):
         return parse_unicast_ip(value, path)
     if option.kind in ("listen", "prom_file"):
         return _PARSERS[option.kind](value, path)
+    if option.kind == "port":
+        return parse_port(value, path, allow_text=False)
     raise ConfigError(path, "no parser for %s values" % option.kind)
 
 

@@ -58,6 +58,14 @@ options:
         applications that check them.
       - Omit it to keep the current value (off for a new entry).
     type: bool
+  source_port:
+    description:
+      - Accept this entry's copies only from this UDP source port of the server (the server's
+        C(source_port) setting), C(multic_admin --source-port). Frames from the server's address and another
+        port are dropped and counted as C(source_port).
+      - V(0) removes it (the client's own C(source_port) setting, if any, applies). Omit it to keep the
+        current value.
+    type: int
   state:
     description:
       - V(present) adds or updates the entry, V(absent) removes it.

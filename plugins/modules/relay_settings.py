@@ -53,6 +53,18 @@ options:
         M(multicast.proxy.client_server)).
       - V(false) removes the setting. Omit it to keep the current value.
     type: bool
+  source_port:
+    description:
+      - On the server, the UDP port every copy leaves from. The relay holds it without
+        C(SO_REUSEADDR), so no other program of the host can send from it; members whose entries name
+        it refuse copies from any other port. Below 1024 only root (or a process with
+        C(CAP_NET_BIND_SERVICE)) can bind it.
+      - On the client, the source port every entry requires unless it names its own
+        (see M(multicast.proxy.client_server)); frames from another port are dropped as C(source_port).
+      - A port the server cannot bind at the reload keeps the copies on the port they left from, reported by
+        C(-P) and the doctor and retried every 30 seconds.
+      - V(0) removes the setting (any port). Omit it to keep the current value.
+    type: int
   metrics_listen:
     description:
       - Serve Prometheus metrics over HTTP at C(http://ADDRESS:PORT/metrics), IPv4 only.

@@ -236,8 +236,14 @@ def test_udp_groups_keep_the_seed_format():
     for host in ("src1", "mem1"):
         for group in membership.server_config(definitions, host, hostvars, groups)["multi_group_array"]:
             assert set(group) == {"group_ip", "server_port", "group_port", "member_array"}
-        for entry in membership.client_config(definitions, host, hostvars, groups)["multi_server_info_array"]:
+        entries = membership.client_config(definitions, host, hostvars, groups,
+                                           check_source_port=False)["multi_server_info_array"]
+        for entry in entries:
             assert set(entry) == {"server_ip", "server_port", "group_ip", "group_port"}
+        # By default each entry also requires its server host's source port (868 unless the host sets one).
+        for entry in membership.client_config(definitions, host, hostvars, groups)["multi_server_info_array"]:
+            assert set(entry) == {"server_ip", "server_port", "group_ip", "group_port", "source_port"}
+            assert entry["source_port"] == 868
 
 
 def test_the_vrrp_and_capture_fleet_has_no_problems():
@@ -290,3 +296,52 @@ def test_a_bad_top_level_preserve_source_fails_the_client_filter():
     with pytest.raises(AnsibleFilterError, match="multicast_proxy_groups: host view1: "
                                                  "multicast_proxy_preserve_source must be true or false"):
         membership.client_config(definitions, "view1", hostvars, groups, preserve_source=[1])
+
+
+# -- source ports (issue 14.7) ------------------------------------------------------------------------
+
+def test_each_entry_requires_the_source_port_of_its_server_host():
+    definitions, hostvars, groups = fleet()
+    hostvars["src1"]["multicast_proxy_source_port"] = "700"      # as an INI inventory gives it
+    hostvars["src2"]["multicast_proxy_source_port"] = 0          # any port: nothing to check
+    entries = membership.client_config(definitions, "mem2", hostvars, groups)["multi_server_info_array"]
+    ports = dict(((e["server_ip"], e["group_ip"]), e.get("source_port")) for e in entries)
+    assert ports == {("10.0.0.11", "224.1.2.3"): 700, ("10.0.0.12", "224.1.2.3"): None,
+                     ("10.0.0.11", "239.10.0.1"): 700, ("10.0.0.21", "239.10.0.1"): 868}
+    # The server side: the role passes the host's port as a setting; 0 leaves it out.
+    assert membership.server_config(definitions, "src1", hostvars, groups,
+                                    settings={"source_port": "700"})["source_port"] == 700
+    assert "source_port" not in membership.server_config(definitions, "src1", hostvars, groups,
+                                                         settings={"source_port": 0})
+
+
+def test_without_the_check_entries_take_any_port():
+    definitions, hostvars, groups = fleet()
+    for spelling in (False, "no", "false"):
+        entries = membership.client_config(definitions, "mem1", hostvars, groups,
+                                           check_source_port=spelling)["multi_server_info_array"]
+        assert all("source_port" not in entry for entry in entries)
+    with pytest.raises(AnsibleFilterError) as info:
+        membership.client_config(definitions, "mem1", hostvars, groups, check_source_port="sometimes")
+    assert "multicast_proxy_source_port_check must be true or false" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["http", 70000, -1, [868]])
+def test_a_bad_source_port_of_a_server_host_names_the_host(value):
+    definitions, hostvars, groups = fleet()
+    hostvars["src2"]["multicast_proxy_source_port"] = value
+    problems = membership.fleet_problems(definitions, hostvars, groups)
+    assert problems and all("host src2: multicast_proxy_source_port" in problem for problem in problems)
+    assert "is not a port" in problems[0] and "0 lets the copies leave from any port" in problems[0]
+
+
+def test_a_source_port_that_is_also_a_received_server_port_is_refused():
+    definitions, hostvars, groups = fleet()
+    # src1 receives heartbeat (server_port 5001) and sends: its server cannot send from 5001.
+    hostvars["src1"]["multicast_proxy_source_port"] = 5001
+    problems = membership.fleet_problems(definitions, hostvars, groups)
+    assert problems == ["host src1: multicast_proxy_source_port 5001 is also the server_port of "
+                        "multicast_proxy_groups[1] (heartbeat), which the host receives: its relay server and "
+                        "client cannot both bind the port; choose another multicast_proxy_source_port"]
+    with pytest.raises(AnsibleFilterError):
+        membership.server_config(definitions, "src1", hostvars, groups, settings={"source_port": 5001})

@@ -37,6 +37,7 @@ def render(role, host, sample=fleet):
         "__client_delivery_interface": "",
         # As the client role's vars do.
         "__client_preserve_source": hostvars[host].get("multicast_proxy_preserve_source", False),
+        "__client_source_port_check": True,
         # No metrics settings: the configs stay in the seed's format.
         "__%s_settings" % role: {},
     }

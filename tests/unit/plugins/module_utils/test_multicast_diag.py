@@ -377,3 +377,24 @@ def test_a_check_that_fails_on_odd_data_is_a_finding_and_the_others_still_run(mo
     assert failed["severity"] == "warning" and "rules_auth" in failed["what"] and "KeyError" in failed["what"]
     # The rules after the broken one ran.
     assert "metrics-not-serving" in [f["id"] for f in findings]
+
+
+def test_a_source_port_the_server_cannot_bind_is_an_error_and_refused_frames_a_warning():
+    held = {"source_port": 868, "bound_port": 41000,
+            "error": "cannot send from UDP port 868: Address already in use; copies leave from port 41000"}
+    findings = diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), server_config(), client_config(),
+                             dict(server_stats(), sender=held), client_stats(interfaces=["eth0"]), RUNNING)
+    assert serious(findings) == [("source-port-not-bound", "error")]
+    (finding,) = [f for f in findings if f["id"] == "source-port-not-bound"]
+    assert "Address already in use" in finding["what"] and "sport = :868" in finding["fix"]
+    stats = client_stats(interfaces=["eth0"])
+    stats["drops"] = dict(stats.get("drops") or {}, source_port=7)
+    findings = diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), server_config(), client_config(),
+                             server_stats(), stats, RUNNING)
+    assert serious(findings) == [("client-source-port-refused", "warning")]
+    assert "7 frames" in [f for f in findings if f["id"] == "client-source-port-refused"][0]["what"]
+    # Bound, nothing refused, or a daemon too old to say: nothing.
+    for sender in ({"source_port": 868, "bound_port": 868, "error": ""}, None, "garbage"):
+        findings = diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), server_config(), client_config(),
+                                 dict(server_stats(), sender=sender), client_stats(interfaces=["eth0"]), RUNNING)
+        assert not [f for f in findings if "source-port" in f["id"]]

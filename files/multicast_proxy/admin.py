@@ -399,6 +399,16 @@ def write_auth_status(status, out):
     if status.get("unverified"):
         out.write("authentication: %d tagged frames were delivered unchecked: this client has no key file\n"
                   % status["unverified"])
+    if status.get("legacy_tags"):
+        out.write("authentication: tags in the legacy form that does not name this server (legacy_tags), "
+                  "for clients before 1.0.0: turn it off once every client runs 1.0.0 or later\n")
+    if status.get("accepted_unbound"):
+        out.write("authentication: %d frames accepted with legacy tags (a server before 1.0.0, or with "
+                  "legacy_tags): finish the upgrade of the servers\n" % status["accepted_unbound"])
+    if status.get("refused_unbound"):
+        out.write("authentication: %d frames with legacy tags REFUSED (auth_unbound): their server already sent "
+                  "tags that name it, or keys are required; a downgrade, or a server whose legacy_tags was turned "
+                  "on again\n" % status["refused_unbound"])
 
 
 def run_check_config(action, out):

@@ -137,8 +137,8 @@ class ClientDaemon(Daemon):
         self._igmp_text = None
         self.verifier = None    # auth.Verifier while auth_keys.json exists
         self.unverified = 0     # tagged frames delivered unchecked: this client has no keys
-        # replay.state_key -> highest accepted sequence number of entries not
-        # configured now: read with the first config, and windows of removed entries.
+        # replay.state_key -> (highest accepted sequence number, bound) of entries
+        # not configured now: read with the first config, and windows of removed entries.
         self._resume = None
         self._saved_state = None
         self._next_state_save = 0.0
@@ -159,11 +159,11 @@ class ClientDaemon(Daemon):
             return {}
 
     def save_replay_state(self):
-        """Write the windows' highest numbers when they changed (only authenticated entries have any)."""
+        """Write the windows' highest numbers and bound flags when they changed (only authenticated entries have any)."""
         state = dict(self._resume or {})
         for entry in self.entries.values():
             if entry.replay.highest is not None:
-                state[entry.state_key] = entry.replay.highest
+                state[entry.state_key] = (entry.replay.highest, entry.replay.bound)
         if state == self._saved_state or (not state and self._saved_state is None):
             return
         try:
@@ -178,7 +178,8 @@ class ClientDaemon(Daemon):
         return config.load_client_config(text, self.config_path)
 
     def apply_auth(self, keys):
-        self.verifier = auth.Verifier(keys, self.verifier) if keys is not None else None
+        self.verifier = auth.Verifier(keys, self.verifier, legacy_allowed=not self.auth_required) \
+            if keys is not None else None
 
     def apply_config(self, cfg):
         if self.receiver is None:
@@ -201,12 +202,13 @@ class ClientDaemon(Daemon):
                 changes["removed"].append(self._describe(gone))
                 if gone.replay.highest is not None and len(self._resume) < MAX_REMEMBERED_WINDOWS:
                     # Added again, it must not accept what it accepted before.
-                    self._resume[gone.state_key] = gone.replay.highest
+                    self._resume[gone.state_key] = (gone.replay.highest, gone.replay.bound)
         for key, entry in wanted.items():
             if key not in self.entries:
-                highest = self._resume.pop(entry.state_key, None)
-                if highest is not None:
-                    entry.replay.resume(highest)
+                saved = self._resume.pop(entry.state_key, None)
+                if saved is not None:
+                    entry.replay.resume(saved[0])
+                    entry.replay.bound = saved[1]
                 self.entries[key] = entry
                 changes["added"].append(self._describe(entry))
             else:
@@ -384,7 +386,9 @@ class ClientDaemon(Daemon):
             self.rewatch(sock, self._make_reader(port))
 
     def auth_status(self):
-        return dict(super(ClientDaemon, self).auth_status(), unverified=self.unverified)
+        return dict(super(ClientDaemon, self).auth_status(), unverified=self.unverified,
+                    accepted_unbound=self.verifier.unbound if self.verifier is not None else 0,
+                    refused_unbound=self.drops["auth_unbound"])
 
     def _make_reader(self, port):
         # functools.partial: called from C, no Python frame between the loop and the delivery.
@@ -546,7 +550,7 @@ class ClientDaemon(Daemon):
                                                                               entry.source_port)))
                     continue
                 if verifier is not None:
-                    reason = verifier.check(view, flags, key_id, end, entry.server_identity)
+                    reason = verifier.check(view, flags, key_id, end, entry.server_identity, entry.replay)
                     if reason is None and not entry.replay.admit(seq):
                         reason = "replay"
                     if reason is not None:

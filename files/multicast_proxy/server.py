@@ -239,6 +239,10 @@ class ServerDaemon(Daemon):
             os.path.join(self.directory, replay.RUN_FILE), self.started))
         super(ServerDaemon, self).start()
 
+    def auth_status(self):
+        legacy = bool(self.signer is not None and (self.cfg or {}).get("legacy_tags"))
+        return dict(super(ServerDaemon, self).auth_status(), legacy_tags=legacy)
+
     def apply_auth(self, keys):
         self.signer = auth.Signer(keys) if keys is not None else None
         self._bind_signers(self.cfg)
@@ -256,6 +260,7 @@ class ServerDaemon(Daemon):
                 group.signer = None
             return
         configured = (cfg or {}).get("address")
+        legacy = bool((cfg or {}).get("legacy_tags"))
         sources = {}
         for group in self.groups.values():
             address = configured
@@ -271,7 +276,7 @@ class ServerDaemon(Daemon):
                                           "the frames as auth_bad: set the address members receive from "
                                           "(multis_admin --set address=IP) or split the members by network",
                                           group.group_ip, ", ".join(found), address)
-            group.signer = self.signer.bound(address)
+            group.signer = self.signer.bound(address, legacy=legacy)
 
     def _new_sender(self, port):
         """A copy socket bound to UDP ``port`` of every address (0: an ephemeral port). Raises OSError.

@@ -613,6 +613,38 @@ def _rules_auth(server_stats, client_stats, findings):
             "reload; create auth_required to refuse frames without valid keys", [("client", "*")]))
 
 
+def _rules_legacy_tags(server_stats, client_stats, findings):
+    """An upgrade from tags that do not name their server (before 1.0.0) that is not finished, or a downgrade."""
+    server_status = ((server_stats or {}).get("auth_status") or {}) if isinstance(server_stats, dict) else {}
+    client_status = ((client_stats or {}).get("auth_status") or {}) if isinstance(client_stats, dict) else {}
+    if server_status.get("legacy_tags"):
+        findings.append(_finding(
+            "legacy-tags-sent", "warning", _DAEMONS["server"],
+            "the relay server tags its frames in the legacy form that does not name it (legacy_tags)",
+            "a frame it sent can be re-sent under another server's address to members that have not yet seen "
+            "a tag naming that server; clients with auth_required refuse every such frame",
+            "once every member runs release 1.0.0 or later, turn it off (multicast_proxy_legacy_tags: false, "
+            "or multis_admin --set legacy_tags=false) and run server_reload_list reload", [("server", "*")]))
+    accepted = client_status.get("accepted_unbound")
+    if accepted:
+        findings.append(_finding(
+            "legacy-tags-accepted", "warning", _DAEMONS["client"],
+            "the relay client accepted %d frames with legacy tags that do not name their server" % accepted,
+            "a server runs a release before 1.0.0 or has legacy_tags on; until it sends a tag naming it, a "
+            "frame of another server can be re-sent under its address",
+            "upgrade the servers and turn legacy_tags off (the second step in docs/collection.md, upgrading "
+            "from a release before 1.0.0)", [("client", "*")]))
+    refused = client_status.get("refused_unbound")
+    if refused:
+        findings.append(_finding(
+            "legacy-tags-refused", "error", _DAEMONS["client"],
+            "the relay client refused %d frames with legacy tags (auth_unbound)" % refused,
+            "their server had already sent tags that name it, or keys are required (auth_required): either "
+            "someone replays or downgrades frames, or a server was put back on legacy_tags or an old release",
+            "check multis_admin -P on the servers of this host's entries: none may say legacy_tags; if none "
+            "does, treat it as an attack and look for the sender of the frames", [("client", "*")]))
+
+
 def _rules_source_port(server_stats, client_stats, findings):
     """A server that cannot send from its source_port; a client refusing frames from the wrong source port."""
     sender = (server_stats or {}).get("sender") if isinstance(server_stats, dict) else None
@@ -765,6 +797,7 @@ def diagnose(facts, server_config=None, client_config=None, server_stats=None, c
     _apply(findings, _rules_services, services, server_config, client_config)
     _apply(findings, _rules_relay_errors, server_counters, client_stats)
     _apply(findings, _rules_auth, server_stats, client_stats)
+    _apply(findings, _rules_legacy_tags, server_stats, client_stats)
     _apply(findings, _rules_metrics, server_stats, client_stats)
     _apply(findings, _rules_source_port, server_stats, client_stats)
     _apply(findings, _rules_interfaces, host, used)

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import socket
+import stat
 
 SERVER_CONFIG_NAME = "server_cfg.json.txt"
 CLIENT_CONFIG_NAME = "client_cfg.json.txt"
@@ -135,6 +136,9 @@ SCHEMA = (
     Option("source_port", SERVER, "port", False, "an ephemeral port", "when set", "--set source_port=",
            "source_port", None, None,
            "the UDP port every copy leaves from (members check it; a port below 1024 only root can bind)"),
+    Option("legacy_tags", SERVER, "flag", False, False, "not default", "--set legacy_tags=", "legacy_tags", None,
+           None, "tag frames as releases before 1.0.0 did, without naming the server, so their clients verify "
+                 "them: the first step of an upgrade from such a release"),
     Option("metrics_listen", SERVER, "listen", False, "no endpoint", "when set", "--set metrics_listen=",
            "metrics_listen", None, None,
            "serve Prometheus metrics over HTTP on this IPv4 ADDRESS:PORT (a bare PORT listens on 127.0.0.1)"),
@@ -704,9 +708,12 @@ def decode_config_bytes(data, source):
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(source, "larger than %d bytes, more than any valid config (%d groups of %d members); "
                                   "restore the previous file" % (MAX_CONFIG_BYTES, MAX_GROUPS, MAX_MEMBERS))
+    # Notepad and some other editors start a UTF-8 file with a byte order mark.
+    start = 3 if data[:3] == b"\xef\xbb\xbf" else 0
     try:
-        return data.decode("utf-8")
+        return data[start:].decode("utf-8")
     except UnicodeDecodeError as exc:
+        exc.start += start
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError("%s: line %d" % (source, line),
                           "byte 0x%02x at offset %d is not UTF-8; the file must be UTF-8 JSON: re-save it as "
@@ -718,13 +725,25 @@ def read_config_text(path):
     """The text of the config file at ``path``; "" when there is none.
 
     Raises ConfigError for bytes that are not a config's (see
-    ``decode_config_bytes``) and OSError when the file cannot be read.
+    ``decode_config_bytes``) and for anything but a regular file, and OSError
+    when the file cannot be read.
     """
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
+        # O_NONBLOCK: a FIFO at this path must not hang the daemon or a CLI.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return ""
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        os.close(fd)
+        raise
+    if not regular:
+        os.close(fd)
+        raise ConfigError(path, "not a regular file; replace it with the config file (or delete it for an "
+                                "empty config)")
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(MAX_CONFIG_BYTES + 1)
     return decode_config_bytes(data, path)
 
 
@@ -1047,7 +1066,9 @@ def validate_auth_keys(obj):
 
 
 def load_auth_keys(text, source=AUTH_KEYS_NAME):
-    """Parse and validate key file text (an empty file is an error: delete it to turn authentication off)."""
+    """Parse and validate key file text or bytes (an empty file is an error: delete it to turn authentication off)."""
+    if isinstance(text, bytes):
+        text = decode_config_bytes(text, source)
     if not text.strip():
         raise ConfigError(source, "empty key file; write the keys or delete the file to turn authentication off")
     return _load(text, source, validate_auth_keys, None)

@@ -53,6 +53,15 @@ options:
         M(multicast.proxy.client_server)).
       - V(false) removes the setting. Omit it to keep the current value.
     type: bool
+  legacy_tags:
+    description:
+      - Server only. With authentication keys, tag frames as releases before 1.0.0 did, without naming
+        the server, so that clients of those releases verify them. Clients of this release accept such
+        tags from a server until it has sent one tag that names it (then a legacy tag from it is a
+        downgrade, dropped as C(auth_unbound)), and never where keys are required (C(auth_required)).
+      - The first step of an upgrade from such a release without loss; turn it off again once every
+        client runs this release. V(false) removes the setting. Omit it to keep the current value.
+    type: bool
   source_port:
     description:
       - On the server, the UDP port every copy leaves from. The relay holds it without

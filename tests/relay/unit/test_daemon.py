@@ -297,7 +297,8 @@ def test_client_drops_frames_by_reason(tmp_path, relays):
     wait_for(lambda: client.request("stats")["entries"][0]["rx_packets"] == 1, "the good frame")
     drops = client.request("stats")["drops"]
     assert drops == {"malformed": 1, "bad_version": 1, "unknown_server": 1, "unknown_group": 1, "source_port": 0,
-                     "deliver_error": 0, "receive_error": 0, "auth_missing": 0, "auth_unknown_key": 0, "auth_bad": 0, "replay": 0,
+                     "deliver_error": 0, "receive_error": 0, "auth_missing": 0, "auth_unknown_key": 0, "auth_bad": 0,
+                     "auth_unbound": 0, "replay": 0,
                      "no_keys": 0}
     probe.close()
     local.close()

@@ -113,6 +113,24 @@ def test_a_keyless_client_delivering_tagged_frames_is_a_warning():
                                  server_stats(), stats, RUNNING)) == []
 
 
+def test_an_unfinished_upgrade_from_legacy_tags_and_a_downgrade_are_findings():
+    facts = make_facts(memberships=[("eth0", GROUP)])
+    legacy_server = dict(server_stats(), auth_status={"required": False, "keys": True, "refusing": False,
+                                                      "legacy_tags": True})
+    findings = diag.diagnose(facts, server_config(), client_config(), legacy_server, client_stats(), RUNNING)
+    assert serious(findings) == [("legacy-tags-sent", "warning")]
+    assert "legacy_tags=false" in [f for f in findings if f["id"] == "legacy-tags-sent"][0]["fix"]
+    client = dict(client_stats(), auth_status={"required": False, "keys": True, "refusing": False,
+                                               "unverified": 0, "accepted_unbound": 40, "refused_unbound": 3})
+    findings = diag.diagnose(facts, server_config(), client_config(), server_stats(), client, RUNNING)
+    assert serious(findings) == [("legacy-tags-accepted", "warning"), ("legacy-tags-refused", "error")]
+    assert "40 frames" in [f for f in findings if f["id"] == "legacy-tags-accepted"][0]["what"]
+    assert "3 frames" in [f for f in findings if f["id"] == "legacy-tags-refused"][0]["what"]
+    # An upgraded fleet says nothing.
+    client["auth_status"].update(accepted_unbound=0, refused_unbound=0)
+    assert serious(diag.diagnose(facts, server_config(), client_config(), server_stats(), client, RUNNING)) == []
+
+
 def test_metrics_configured_but_not_produced_are_warnings():
     not_serving = {"listen": "127.0.0.1:9471", "serving": False, "textfile": "/var/lib/n/m.prom",
                    "error": "cannot listen on 127.0.0.1:9471: Address already in use",

@@ -1,0 +1,113 @@
+"""Issue 15: a source host with two NICs, the application sending out of either.
+
+The source namespace has eth0 (the default route, which the kernel picks for
+every group) and eth1, a second veth on another bridge, as an ECS instance
+with a secondary network interface has.  The application sets
+IP_MULTICAST_IF: the loopback copy of a datagram reaches only sockets that
+joined the group on the interface it left from, so a relay that joined on
+the route's interface alone relays nothing of what goes out of eth1 (the
+field notes' failure).  With ``join_interfaces`` "all" (the default) the
+server joins on every multicast interface and a member gets the stream
+whichever interface the application used, each datagram once.
+"""
+
+import json
+import os
+
+import pytest
+
+import vpc as vpc_module
+
+GROUP = "239.77.15.1"
+GROUP_PORT = 5151
+SERVER_PORT = 6151
+COUNT = 300
+
+
+class NicVpc(vpc_module.Vpc):
+    """The harness's VPC under this test's own namespace prefix ("nic")."""
+
+    def __init__(self, hosts):
+        super(NicVpc, self).__init__(hosts)
+        self.prefix = "nic%dx%d-" % (os.getpid(), vpc_module.Vpc._instances)
+        self.bridge_netns = self.prefix + "br"
+
+
+@pytest.fixture
+def nic_vpc():
+    """src with eth0 and eth1 runs the server for GROUP; m1 (eth0's network) runs the client."""
+    network = NicVpc({"src": 2, "m1": 1})
+    network.__enter__()
+    try:
+        yield network
+    finally:
+        network.teardown()
+
+
+def edit(host, command, *args):
+    result = host.relay(command, *args, check=False)
+    # 3: saved while no daemon runs (it starts below).
+    assert result.returncode in (0, 3), (command, args, result.stdout, result.stderr)
+    return result
+
+
+def start(vpc, *server_settings):
+    source, member = vpc["src"], vpc["m1"]
+    edit(source, "multis_admin", "-A", "-m", GROUP, "-j", member.ip, "-p", SERVER_PORT, "-g", GROUP_PORT)
+    for setting in server_settings:
+        edit(source, "multis_admin", "--set", setting)
+    edit(member, "multic_admin", "-A", "-i", source.ip, "-g", GROUP_PORT, "-s", SERVER_PORT, "-m", GROUP)
+    member.start_relay("client")
+    source.start_relay("server")
+    return source, member
+
+
+def relay_stream(source, member, interface, label):
+    """Send COUNT datagrams out of ``interface`` of the source; the member's receiver summary."""
+    receiver = member.start_receiver(label, GROUP, GROUP_PORT, expect=COUNT, idle_timeout=3)
+    source.send(GROUP, GROUP_PORT, COUNT, rate=1000, interface_ip=source.addresses[interface])
+    return receiver.json_result()
+
+
+def server_group(source):
+    (group,) = json.loads(source.relay("multis_admin", "-P", "--json").stdout)["groups"]
+    return group
+
+
+@pytest.mark.parametrize("interface", ["eth0", "eth1"])
+def test_a_source_sending_out_of_either_nic_is_relayed_once(nic_vpc, interface):
+    source, member = start(nic_vpc)
+    summary = relay_stream(source, member, interface, "mcrecv-" + interface)
+    # Every datagram, and each once: joined on two interfaces, a datagram leaves (and loops back) on one.
+    assert summary["unique"] == COUNT and summary["duplicates"] == 0 and summary["corrupt"] == 0, summary
+    group = server_group(source)
+    assert group["state"] == "joined" and group["rx_packets"] == COUNT, group
+    assert sorted(group["interfaces"]) == ["eth0", "eth1"], group
+
+
+def test_join_interfaces_route_misses_what_leaves_by_the_second_nic(nic_vpc):
+    """The control: joined by the route alone (the behaviour before issue 15), eth1's stream is lost."""
+    source, member = start(nic_vpc, "join_interfaces=route")
+    assert server_group(source)["interfaces"] == ["eth0"]
+    assert relay_stream(source, member, "eth1", "mcrecv-route")["received"] == 0
+    assert server_group(source)["rx_packets"] == 0
+    summary = relay_stream(source, member, "eth0", "mcrecv-route-eth0")
+    assert summary["unique"] == COUNT, summary
+
+
+def test_a_listed_interface_is_joined_alone_and_rescanned(nic_vpc):
+    source, member = start(nic_vpc, "join_interfaces=eth1")
+    assert server_group(source)["interfaces"] == ["eth1"]
+    summary = relay_stream(source, member, "eth1", "mcrecv-listed")
+    assert summary["unique"] == COUNT and summary["duplicates"] == 0, summary
+
+
+def test_capture_mode_still_relays_with_the_default(nic_vpc):
+    source, member = nic_vpc["src"], nic_vpc["m1"]
+    edit(source, "multis_admin", "-A", "-m", GROUP, "-j", member.ip, "-p", SERVER_PORT, "-g", GROUP_PORT,
+         "--capture")
+    edit(member, "multic_admin", "-A", "-i", source.ip, "-g", GROUP_PORT, "-s", SERVER_PORT, "-m", GROUP)
+    member.start_relay("client")
+    source.start_relay("server")
+    summary = relay_stream(source, member, "eth0", "mcrecv-capture")
+    assert summary["unique"] == COUNT and summary["duplicates"] == 0, summary

@@ -139,14 +139,16 @@ def join_targets(spec, interfaces, route_interface=None, limit=None):
     """Where a group is joined under join_interfaces ``spec``: (interfaces, problem).
 
     ``spec`` is "all" (every up, multicast, non-loopback interface with an
-    IPv4 address) or a list of interface names and addresses (each that is up,
+    IPv4 address, and the route's interface) or a list of interface names and addresses (each that is up,
     in the listed order); the route's interface comes first, so it is the one
     kept when ``limit`` (igmp_max_memberships) leaves room for fewer.
     ``problem`` is "" or a sentence on what could not be joined and why.
     """
     problems = []
     if spec == "all":
-        chosen = [i for i in interfaces if i.up and i.multicast and not i.loopback and i.address]
+        # The route's interface too, whatever its flags: what "route" would join (lo, say) is never lost.
+        chosen = [i for i in interfaces if i.up and (i.multicast and not i.loopback and i.address
+                                                     or i.name == route_interface)]
         if not chosen:
             problems.append("no interface is up with MULTICAST and an IPv4 address")
     else:

@@ -57,6 +57,18 @@ options:
         (the relay then uses the interface of the kernel route to the group).
       - Omit it to keep the current value.
     type: str
+  join_interfaces:
+    description:
+      - Where this group is joined when it names no O(interface), C(multis_admin --join-interfaces).
+      - V([all]) every up interface with C(MULTICAST) and IPv4 (and the route's), rescanned every second;
+        V([route]) the interface of the route to the group; or a list of interface names and IPv4 addresses.
+      - Without it the group follows the server's C(join_interfaces) (see M(multicast.proxy.relay_settings)),
+        whose default is V([all]).
+      - Capture and VRRP groups read one interface, the pinned one or the route's.
+      - It cannot be set together with O(interface). An empty list removes the setting. Omit it to keep the
+        current value.
+    type: list
+    elements: str
   protocol:
     description:
       - What the group carries, C(multis_admin --protocol).

@@ -111,3 +111,36 @@ def test_capture_mode_still_relays_with_the_default(nic_vpc):
     source.start_relay("server")
     summary = relay_stream(source, member, "eth0", "mcrecv-capture")
     assert summary["unique"] == COUNT and summary["duplicates"] == 0, summary
+
+
+def doctor_findings(source):
+    result = source.relay("multis_admin", "--doctor", "--json", check=False)
+    assert result.returncode in (0, 1), (result.stdout, result.stderr)
+    return json.loads(result.stdout)
+
+
+def test_the_doctor_names_the_interface_the_source_used_and_the_one_joined(nic_vpc):
+    source, member = start(nic_vpc, "join_interfaces=route")
+    # Sending all through the doctor's look at the source (2 s).
+    sender = source.send(GROUP, GROUP_PORT, 4000, rate=500, interface_ip=source.addresses["eth1"], background=True)
+    try:
+        report = doctor_findings(source)
+    finally:
+        sender.stop()
+    assert report["source_interfaces"][GROUP].get("eth1", 0) > 0, report["source_interfaces"]
+    (finding,) = [f for f in report["findings"] if f["id"] == "source-interface-not-joined"]
+    assert finding["severity"] == "error"
+    assert "out of eth1" in finding["what"] and "on eth0 only" in finding["what"], finding
+
+    # With the default (all) the same source is relayed and the doctor has nothing to say about it.
+    edit(source, "multis_admin", "--set", "join_interfaces=all")
+    source.relay("server_reload_list", "reload")
+    sender = source.send(GROUP, GROUP_PORT, 4000, rate=500, interface_ip=source.addresses["eth1"], background=True)
+    try:
+        report = doctor_findings(source)
+    finally:
+        sender.stop()
+    assert report["source_interfaces"][GROUP].get("eth1", 0) > 0, report["source_interfaces"]
+    ids = [f["id"] for f in report["findings"] if f["severity"] != "info"]
+    assert "source-interface-not-joined" not in ids and "server-no-input" not in ids, report["findings"]
+    assert sorted(server_group(source)["interfaces"]) == ["eth0", "eth1"]

@@ -130,6 +130,12 @@ class Group:
         return (self.group_ip, self.group_port, self.interface, self.mode, self.join)
 
     @property
+    def interface_label(self):
+        """The metrics' interface label: the one interface, else the join setting ("all", "eth0,eth1"), which
+        changes with the config only, not with each rescan."""
+        return self.interface or (join_text(self.join) if self.join is not None else "")
+
+    @property
     def interfaces(self):
         """The interfaces the group is picked up from now."""
         return list(self.joined) if self.mode == capture.MODE_SOCKET else [self.interface] if self.sock else []
@@ -552,10 +558,10 @@ class ServerDaemon(Daemon):
         for group in joining:
             added, left = group.sync_joins(*self._join_targets(group.join, routes, group.group_ip))
             if added or left:
-                self.log.info("group %s: %s; now picked up on %s", group.group_ip, ", ".join(
-                    part for part in ("joined on " + ", ".join(added) if added else "",
-                                      "left " + ", ".join(left) if left else "") if part),
-                    ", ".join(group.joined) or "no interface")
+                change = (["joined on " + ", ".join(added)] if added else []) + \
+                    (["left " + ", ".join(left)] if left else [])
+                self.log.info("group %s: %s; now picked up on %s", group.group_ip, ", ".join(change),
+                              ", ".join(group.joined) or "no interface")
             if group.join_problem:
                 self.drop_log.warning("join_" + group.group_ip, 1, "group %s: %s", group.group_ip,
                                       group.join_problem)

@@ -131,6 +131,10 @@ def test_sync_joins_adds_and_leaves_on_the_one_socket():
     assert group.sync_joins((ETH0._replace(index=9),)) == (["eth0"], ["eth0", "eth1"])
     assert group.sock.held == [9] and group.joined == {"eth0": 9}
     assert group.as_dict()["interfaces"] == ["eth0"] and group.as_dict()["join_interfaces"] == "all"
+    # The metrics label follows the setting, not each rescan.
+    assert group.interface_label == "all"
+    assert server.Group("239.1.1.1", 5000, "", 0, join=("eth0", "10.1.0.5")).interface_label == "eth0,10.1.0.5"
+    assert server.Group("239.1.1.1", 5000, "eth1", 0).interface_label == "eth1"
 
 
 def test_a_refused_join_is_named_with_the_sysctl():

@@ -542,14 +542,21 @@ class ServerDaemon(Daemon):
         return netinfo.join_targets(join, interfaces, netinfo.route_interface(routes, group_ip), limit)
 
     def _rescan_joins(self):
-        """Join and leave as interfaces come and go (the groups with a join setting; once a second)."""
-        joining = [group for group in self.groups.values() if group.join is not None and group.sock is not None]
+        """Join and leave as interfaces come and go (the groups with a join setting; once a second).
+
+        A group that could be joined nowhere is retried at once when the
+        interfaces change, not at the next 30-second retry.
+        """
+        joining = [group for group in self.groups.values() if group.join is not None]
         if not joining:
             return
         scan = self._scan_interfaces()
         if scan == self._interfaces:
             return
         self._interfaces = scan
+        if any(group.error for group in joining):
+            self._next_retry = 0.0
+        joining = [group for group in joining if group.sock is not None]
         try:
             route_text = netinfo.read_text(netinfo.ROUTE_FILE)
         except OSError:

@@ -13,6 +13,7 @@ whichever interface the application used, each datagram once.
 
 import json
 import os
+import time
 
 import pytest
 
@@ -144,3 +145,38 @@ def test_the_doctor_names_the_interface_the_source_used_and_the_one_joined(nic_v
     ids = [f["id"] for f in report["findings"] if f["severity"] != "info"]
     assert "source-interface-not-joined" not in ids and "server-no-input" not in ids, report["findings"]
     assert sorted(server_group(source)["interfaces"]) == ["eth0", "eth1"]
+
+
+def wait_until(condition, what, timeout=10.0):
+    """Poll ``condition``; the timeout only guards against a hang (the server rescans once a second)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("gave up waiting for " + what)
+        time.sleep(0.1)
+
+
+def test_interfaces_that_come_and_go_are_joined_and_left(nic_vpc):
+    source = nic_vpc["src"]
+    source.run(["ip", "link", "set", "eth1", "down"])
+    source, member = start(nic_vpc, "join_interfaces=eth1")
+    group = server_group(source)
+    assert group["state"] == "error" and "eth1 is down" in group["error"], group
+
+    # Listed and brought up: joined within the rescan, not the 30-second retry of failed groups.
+    source.run(["ip", "link", "set", "eth1", "up"])
+    wait_until(lambda: server_group(source)["interfaces"] == ["eth1"], "eth1 to be joined")
+    summary = relay_stream(source, member, "eth1", "mcrecv-came")
+    assert summary["unique"] == COUNT, summary
+
+    # All: eth1 down is left, up again is joined again, on the same socket (the counters go on).
+    edit(source, "multis_admin", "--set", "join_interfaces=all")
+    source.relay("server_reload_list", "reload")
+    wait_until(lambda: sorted(server_group(source)["interfaces"]) == ["eth0", "eth1"], "both to be joined")
+    source.run(["ip", "link", "set", "eth1", "down"])
+    wait_until(lambda: server_group(source)["interfaces"] == ["eth0"], "eth1 to be left")
+    source.run(["ip", "link", "set", "eth1", "up"])
+    wait_until(lambda: sorted(server_group(source)["interfaces"]) == ["eth0", "eth1"], "eth1 to be joined again")
+    summary = relay_stream(source, member, "eth1", "mcrecv-again")
+    assert summary["unique"] == COUNT, summary
+    assert server_group(source)["rx_packets"] == 2 * COUNT

@@ -34,8 +34,8 @@ options:
     description:
       - On the server, the interface it joins every group on that names none; on the client, the
         interface it re-delivers on.
-      - An empty string removes the setting (the relay then uses the interface of the kernel route
-        to each group). Omit it to keep the current value.
+      - An empty string removes the setting (the server then joins as O(join_interfaces) says; the
+        client uses the interface of the kernel route to each group). Omit it to keep the current value.
     type: str
   join_interfaces:
     description:

@@ -53,8 +53,8 @@ options:
     default: exact
   interface:
     description:
-      - Interface to join the group on. An empty string removes the setting
-        (the relay then uses the interface of the kernel route to the group).
+      - The one interface to join the group on. An empty string removes the setting
+        (the relay then follows O(join_interfaces), else the server's settings).
       - Omit it to keep the current value.
     type: str
   join_interfaces:

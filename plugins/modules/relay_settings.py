@@ -48,7 +48,8 @@ options:
         this setting).
       - A list of interface names and IPv4 addresses joins on those.
       - Capture and VRRP groups read one interface, the pinned one or the route's, whatever this says.
-      - Each interface is one membership of the group's socket: at most C(net.ipv4.igmp_max_memberships).
+      - Each interface is one membership of the group's socket, and a socket holds at most
+        C(net.ipv4.igmp_max_memberships) of them.
       - It cannot be set together with O(interface), which pins one interface.
       - An empty list removes the setting (V([all]) applies). Omit it to keep the current value.
     type: list

@@ -745,7 +745,8 @@ def _rules_metrics(server_stats, client_stats, findings):
 # server is not explained by a wrong join on the client (that loses datagrams
 # after they arrived), so the pairs are explicit rather than "same group".
 _EXPLAINED_BY = {
-    "server-no-input": ("join-interface-mismatch", "source-interface-not-joined", "no-multicast-route", "firewall-blocks-group-port",
+    "server-no-input": ("join-interface-mismatch", "source-interface-not-joined", "server-join-incomplete",
+                        "no-multicast-route", "firewall-blocks-group-port",
                         "igmp-max-memberships", "server-group-error", "interface-down", "interface-missing",
                         "port-not-shareable", "source-ttl-zero", "no-route-for-group", "config-invalid"),
     "server-group-error": ("igmp-max-memberships", "interface-down", "interface-missing", "no-route-for-group",

@@ -180,3 +180,24 @@ def test_interfaces_that_come_and_go_are_joined_and_left(nic_vpc):
     summary = relay_stream(source, member, "eth1", "mcrecv-again")
     assert summary["unique"] == COUNT, summary
     assert server_group(source)["rx_packets"] == 2 * COUNT
+
+
+def test_the_igmp_limit_keeps_the_route_interface_and_says_so(nic_vpc):
+    source = nic_vpc["src"]
+    # Per network namespace: this changes only the source host.
+    source.run(["sysctl", "-q", "-w", "net.ipv4.igmp_max_memberships=1"])
+    source, member = start(nic_vpc)
+    group = server_group(source)
+    assert group["state"] == "joined" and group["interfaces"] == ["eth0"], group
+    assert group["join_problem"].startswith("not joined on eth1: net.ipv4.igmp_max_memberships is 1"), group
+    shown = source.relay("multis_admin", "-P").stdout
+    assert "not joined %s: not joined on eth1" % GROUP in shown, shown
+    listed = source.relay("multis_admin", "-L", "-m", GROUP).stdout
+    assert "picked up on eth0" in listed and "sysctl -w net.ipv4.igmp_max_memberships=2" in listed, listed
+    findings = doctor_findings(source)["findings"]
+    assert [f["id"] for f in findings if f["severity"] == "warning"] == ["server-join-incomplete"], findings
+
+    # Raised, the next rescan joins eth1 too.
+    source.run(["sysctl", "-q", "-w", "net.ipv4.igmp_max_memberships=20"])
+    wait_until(lambda: sorted(server_group(source)["interfaces"]) == ["eth0", "eth1"], "eth1 to be joined")
+    assert server_group(source)["join_problem"] == ""

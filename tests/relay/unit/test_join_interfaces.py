@@ -169,7 +169,7 @@ def test_a_listed_interface_is_joined_and_shown_and_each_datagram_relayed_once(t
         assert stats["state"] == "joined" and stats["join_problem"] == "", stats
         for number in range(3):
             sender.sendto(b"datagram %d" % number, (group_ip, group_port))
-        payloads = [frame.decode(member.recv(70000)).payload for _ in range(3)]
+        payloads = [frame.decode(member.recv(70000)).payload for _number in range(3)]
         assert payloads == [b"datagram 0", b"datagram 1", b"datagram 2"]
         member.settimeout(0.3)
         with pytest.raises(socket.timeout):

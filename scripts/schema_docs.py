@@ -36,6 +36,7 @@ KIND_TEXT = {
     "choice": "one of",
     "listen": "TCP `ADDRESS:PORT` (IPv4), or a port on 127.0.0.1",
     "prom_file": "absolute path ending in `.prom`",
+    "join_interfaces": "`all`, `route`, or a list of interface names and IPv4 addresses (on a command line: comma-separated)",
 }
 WRITTEN_TEXT = {
     "always": "always",

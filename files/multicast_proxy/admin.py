@@ -216,6 +216,10 @@ def run_show(action, directory, out):
         item = dict(group)
         state = runtime.get(group["group_ip"])
         item["interface"] = state["interface"] if state else group.get("interface", cfg.get("interface", ""))
+        if state:
+            item["interfaces"] = state["interfaces"]
+            if state["join_problem"]:
+                item["join_problem"] = state["join_problem"]
         item["state"] = state["state"] if state else "not running"
         if state and state["error"]:
             item["error"] = state["error"]
@@ -223,15 +227,36 @@ def run_show(action, directory, out):
     if action.json:
         _dump_json({"source": source, "groups": groups}, out)
         return EXIT_OK
-    rows = [(g["group_ip"], g["group_port"], g["server_port"], len(g["member_array"]), g["interface"] or "(route)",
+    rows = [(g["group_ip"], g["group_port"], g["server_port"], len(g["member_array"]), _where_joined(g, cfg),
              g["state"]) for g in groups]
     out.write(format_table(("GROUP", "GROUP_PORT", "SERVER_PORT", "MEMBERS", "INTERFACE", "STATE"), rows))
     for group in groups:
         if group.get("error"):
             out.write("error %s: %s\n" % (group["group_ip"], group["error"]))
+        if group.get("join_problem"):
+            out.write("not joined %s: %s\n" % (group["group_ip"], group["join_problem"]))
     if source == "file":
         out.write("(from %s; the server daemon is not running)\n" % daemon.side_path("server", "config", directory))
     return EXIT_OK
+
+
+def _where_joined(group, cfg):
+    """The INTERFACE column: where the daemon joined the group, else what the config asks for."""
+    if group.get("interfaces"):
+        return ",".join(group["interfaces"])
+    if group.get("interface"):
+        return group["interface"]
+    join = group.get("join_interfaces", cfg.get("join_interfaces", config.JOIN_ALL))
+    return "(%s)" % (join if isinstance(join, str) else ",".join(join))
+
+
+def _joined_by_daemon(group_ip, directory):
+    """The running daemon's state of one group (interfaces, join_problem, ...), or None."""
+    reply = _query("server", "show", directory)
+    for state in (reply or {}).get("groups", ()):
+        if state["group_ip"] == group_ip:
+            return state
+    return None
 
 
 def run_server_list(action, directory, out):
@@ -242,12 +267,18 @@ def run_server_list(action, directory, out):
     if group is None:
         raise CommandFailed(EXIT_USAGE, "group %s is not configured; see the configured groups with multis_admin -S"
                             % action.group_ip)
+    state = _joined_by_daemon(action.group_ip, directory) if source == "daemon" else None
+    interfaces = state["interfaces"] if state else None
     if action.json:
         _dump_json({"source": source, "group_ip": group["group_ip"], "group_port": group["group_port"],
-                    "server_port": group["server_port"], "members": group["member_array"]}, out)
+                    "server_port": group["server_port"], "members": group["member_array"],
+                    "interfaces": interfaces, "join_problem": state["join_problem"] if state else ""}, out)
         return EXIT_OK
-    out.write("group %s:%d, members receive on port %d\n"
-              % (group["group_ip"], group["group_port"], group["server_port"]))
+    out.write("group %s:%d, members receive on port %d, picked up on %s\n"
+              % (group["group_ip"], group["group_port"], group["server_port"],
+                 ",".join(interfaces) if interfaces else _where_joined(group, cfg)))
+    if state and state["join_problem"]:
+        out.write("not joined: %s\n" % state["join_problem"])
     out.write(format_table(("MEMBER",), [(m,) for m in group["member_array"]]))
     return EXIT_OK
 
@@ -359,12 +390,14 @@ def write_server_stats(groups, out):
     rows = []
     for g in groups:
         drops = " ".join("%s=%d" % (k, v) for k, v in sorted(g["drops"].items()) if v) or "-"
-        rows.append((g["group_ip"], g["group_port"], g["interface"] or "-", g["state"], g["rx_packets"],
-                     g["rx_bytes"], drops))
+        rows.append((g["group_ip"], g["group_port"], ",".join(g.get("interfaces") or ()) or g["interface"] or "-",
+                     g["state"], g["rx_packets"], g["rx_bytes"], drops))
     out.write(format_table(("GROUP", "GROUP_PORT", "INTERFACE", "STATE", "RX_PACKETS", "RX_BYTES", "DROPS"), rows))
     for g in groups:
         if g["error"]:
             out.write("error %s: %s\n" % (g["group_ip"], g["error"]))
+        if g.get("join_problem"):
+            out.write("not joined %s: %s\n" % (g["group_ip"], g["join_problem"]))
         out.write("\n%s members (server port %s):\n" % (g["group_ip"], g["server_port"]))
         out.write(format_table(("MEMBER", "TX_PACKETS", "TX_BYTES", "SEND_ERRORS", "LAST_ERROR"),
                                [(m["member_ip"], m["tx_packets"], m["tx_bytes"], m["send_errors"],

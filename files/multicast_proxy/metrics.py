@@ -182,7 +182,7 @@ def _server_row(group):
     return {
         "label": group_label,
         "info": labels(group=group.group_ip, group_port=group.group_port, server_port=group.server_port,
-                       interface=group.interface or "", mode=group.mode),
+                       interface=group.interface_label, mode=group.mode),
         "up": 0 if group.error else 1, "members": len(group.members),
         "rx_packets": group.rx_packets, "rx_bytes": group.rx_bytes,
         "drops": [(labels(group=group.group_ip, reason=reason), count) for reason, count in sorted(group.drops.items())],

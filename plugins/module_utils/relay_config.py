@@ -63,7 +63,8 @@ VRRP_GROUP = "224.0.0.18"
 #              port, group_port (0 = any port / VRRP), members, interface,
 #              flag (true/false), choice (one of ``choices``), listen (a TCP
 #              "ADDRESS:PORT", or "PORT" on loopback), prom_file (an absolute
-#              path ending in .prom)
+#              path ending in .prom), join_interfaces ("all", "route" or a
+#              list of interface names and IPv4 addresses)
 #   required   the key must be present (else ``default`` applies)
 #   default    the value when absent (a string describes a computed default)
 #   written    "always", "when set" (absent stays absent) or "not default"
@@ -87,11 +88,18 @@ PLACES = (GROUP, ENTRY, SERVER, CLIENT)
 # other row is parsed by its kind alone and copied through by its ``written``.
 CORE_KEYS = ("group_ip", "server_port", "group_port", "member_array", "server_ip")
 KINDS = ("group_ip", "unicast_ip", "port", "group_port", "members", "interface", "flag", "choice", "listen",
-         "prom_file")
+         "prom_file", "join_interfaces")
 # How much the server's metrics say about members: per-group sums, or a series per member as well.
 METRICS_DETAILS = ("group", "member")
 # The metrics endpoint's address when a setting gives only a port: loopback, so nothing is opened by accident.
 METRICS_DEFAULT_ADDRESS = "127.0.0.1"
+# Where the server joins a group that names no interface: every up, multicast
+# interface with IPv4 (the loopback copy of a local source's datagram reaches
+# only sockets that joined on the interface it left from), or the route's.
+JOIN_ALL = "all"
+JOIN_ROUTE = "route"
+# More interfaces than any host has; a socket holds at most igmp_max_memberships anyway.
+MAX_JOIN_INTERFACES = 64
 
 SCHEMA = (
     Option("group_ip", GROUP, "group_ip", True, None, "always", "-m/--multiip", "group_ip", "group_ip", None,
@@ -103,9 +111,13 @@ SCHEMA = (
            "UDP port of the group's traffic; 0 is any port (capture mode only) and the only port of VRRP"),
     Option("member_array", GROUP, "members", True, None, "always", "-j/--join", "members", None, None,
            "unicast IPv4 addresses of the members that get a copy of every datagram"),
-    Option("interface", GROUP, "interface", False, "the interface of the route to the group", "when set",
+    Option("interface", GROUP, "interface", False, "the server's interface, else join_interfaces", "when set",
            "--interface", "interface", None, None,
            "interface the server joins (or captures) the group on"),
+    Option("join_interfaces", GROUP, "join_interfaces", False, "the server's join_interfaces", "when set",
+           "--join-interfaces", "join_interfaces", None, None,
+           "where a group without an interface is joined: all (every up multicast interface with IPv4), "
+           "route (the route's interface) or a list of interface names and addresses"),
     Option("protocol", GROUP, "choice", False, "udp", "not default", "--protocol", "protocol", "protocol",
            PROTOCOLS, "what the group carries: udp datagrams or vrrp advertisements (IP protocol 112, 224.0.0.18)"),
     Option("capture", GROUP, "flag", False, False, "not default", "--capture", "capture", "capture", None,
@@ -127,9 +139,13 @@ SCHEMA = (
     Option("preserve_source", ENTRY, "flag", False, False, "not default", "--preserve-source", "preserve_source",
            "preserve_source", None,
            "re-deliver with the original sender's address and port (for applications that check them)"),
-    Option("interface", SERVER, "interface", False, "the interface of the route to each group", "when set",
+    Option("interface", SERVER, "interface", False, "none: join_interfaces decides", "when set",
            "--set interface=", "interface", None, None,
-           "interface the server joins every group on that names none"),
+           "the one interface the server joins every group on that names none"),
+    Option("join_interfaces", SERVER, "join_interfaces", False, JOIN_ALL, "not default",
+           "--set join_interfaces=", "join_interfaces", None, None,
+           "where the groups that name no interface are joined: all (every up multicast interface with IPv4, "
+           "rescanned every second), route (the route's interface) or a list of interface names and addresses"),
     Option("address", SERVER, "unicast_ip", False, "the local address of the route to each group's members",
            "when set", "--set address=", "address", None, None,
            "the address members receive the copies from; authentication tags are bound to it"),
@@ -203,6 +219,8 @@ def module_argument_spec(place):
             spec[option.module] = dict(type="str", choices=list(option.choices))
         elif option.kind == "port":
             spec[option.module] = dict(type="int")
+        elif option.kind == "join_interfaces":
+            spec[option.module] = dict(type="list", elements="str")
         else:
             spec[option.module] = dict(type="str")
     return spec
@@ -254,6 +272,15 @@ def parse_option_text(option, value, what):
         if value in ("", "0") or (value == 0 and not isinstance(value, bool)):
             return ""
         return parse_port(value, what)
+    if option.kind == "join_interfaces":
+        # A command line gives "eth0,eth1", a module or an inventory a list; "" or [] removes the setting.
+        if value in ("", []):
+            return ""
+        if isinstance(value, str) and value not in (JOIN_ALL, JOIN_ROUTE):
+            value = [item.strip() for item in value.split(",")]
+        elif isinstance(value, (list, tuple)) and len(value) == 1 and value[0] in (JOIN_ALL, JOIN_ROUTE):
+            value = value[0]
+        return parse_join_interfaces(value, what)
     raise ConfigError(what, "%s options cannot be set this way" % option.kind)
 
 
@@ -398,7 +425,29 @@ def parse_prom_file(value, what):
     return value
 
 
-_PARSERS = {"listen": parse_listen, "prom_file": parse_prom_file}
+def parse_join_interfaces(value, what):
+    """ "all", "route", or a list of distinct interface names and unicast IPv4 addresses (in the given order)."""
+    if value in (JOIN_ALL, JOIN_ROUTE):
+        return value
+    if not isinstance(value, list) or not value:
+        raise ConfigError(what, "%s is not a join setting; give \"all\", \"route\" or a list of interface names "
+                                "and addresses such as [\"eth0\", \"10.0.1.5\"]" % json.dumps(value))
+    if len(value) > MAX_JOIN_INTERFACES:
+        raise ConfigError(what, "%d interfaces; at most %d can be listed" % (len(value), MAX_JOIN_INTERFACES))
+    result = []
+    for index, item in enumerate(value):
+        item_what = "%s[%d]" % (what, index)
+        if _ipv4_to_int(item) is not None:
+            parse_unicast_ip(item, item_what)
+        else:
+            parse_interface(item, item_what)
+        if item in result:
+            raise ConfigError(item_what, "%s is listed twice; remove the duplicate" % item)
+        result.append(item)
+    return result
+
+
+_PARSERS = {"listen": parse_listen, "prom_file": parse_prom_file, "join_interfaces": parse_join_interfaces}
 
 
 def _require_dict(obj, path, expected):
@@ -476,11 +525,18 @@ def _config_value(option, value, path):
         if not isinstance(value, str):
             raise ConfigError(path, "expected an IPv4 address as a string, found %s" % _json_type(value))
         return parse_unicast_ip(value, path)
-    if option.kind in ("listen", "prom_file"):
+    if option.kind in ("listen", "prom_file", "join_interfaces"):
         return _PARSERS[option.kind](value, path)
     if option.kind == "port":
         return parse_port(value, path, allow_text=False)
     raise ConfigError(path, "no parser for %s values" % option.kind)
+
+
+def _check_one_join_setting(obj, path):
+    """``interface`` names the one interface; a join_interfaces beside it at the same level would be ignored."""
+    if "interface" in obj and "join_interfaces" in obj:
+        raise ConfigError(path + "join_interfaces", "set either \"interface\" (one interface) or "
+                                                    "\"join_interfaces\" here, not both; remove one")
 
 
 def _copy_optional(obj, normalized, place, prefix, parsed=None):
@@ -596,7 +652,9 @@ def _validate_group(group, path, known_members):
         "member_array": _validate_members(members, members_path, known_members),
     }
     # Written back only when not the default, so seed-format files round-trip unchanged.
-    return _copy_optional(group, normalized, GROUP, path + ".", {"protocol": protocol, "capture": capture})
+    normalized = _copy_optional(group, normalized, GROUP, path + ".", {"protocol": protocol, "capture": capture})
+    _check_one_join_setting(normalized, path + ".")
+    return normalized
 
 
 def validate_server_config(obj):
@@ -618,7 +676,9 @@ def validate_server_config(obj):
                               % (normalized["group_ip"], SERVER_TOP_KEY, seen[normalized["group_ip"]]))
         seen[normalized["group_ip"]] = index
         normalized_groups.append(normalized)
-    return _copy_optional(obj, {SERVER_TOP_KEY: normalized_groups}, SERVER, "")
+    normalized = _copy_optional(obj, {SERVER_TOP_KEY: normalized_groups}, SERVER, "")
+    _check_one_join_setting(normalized, "")
+    return normalized
 
 
 def _client_entry_key(entry):

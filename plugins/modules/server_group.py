@@ -53,10 +53,22 @@ options:
     default: exact
   interface:
     description:
-      - Interface to join the group on. An empty string removes the setting
-        (the relay then uses the interface of the kernel route to the group).
+      - The one interface to join the group on. An empty string removes the setting
+        (the relay then follows O(join_interfaces), else the server's settings).
       - Omit it to keep the current value.
     type: str
+  join_interfaces:
+    description:
+      - Where this group is joined when it names no O(interface), C(multis_admin --join-interfaces).
+      - V([all]) every up interface with C(MULTICAST) and IPv4 (and the route's), rescanned every second;
+        V([route]) the interface of the route to the group; or a list of interface names and IPv4 addresses.
+      - Without it the group follows the server's C(join_interfaces) (see M(multicast.proxy.relay_settings)),
+        whose default is V([all]).
+      - Capture and VRRP groups read one interface, the pinned one or the route's.
+      - It cannot be set together with O(interface). An empty list removes the setting. Omit it to keep the
+        current value.
+    type: list
+    elements: str
   protocol:
     description:
       - What the group carries, C(multis_admin --protocol).

@@ -54,11 +54,14 @@ def make_facts(second_nic=False, multicast_route=None, memberships=(), max_membe
     }
 
 
-def server_config(interface_name=None, group=GROUP):
+def server_config(interface_name=None, group=GROUP, join=None):
     entry = {"group_ip": group, "server_port": 47001, "group_port": 47000, "member_array": ["10.0.0.9"]}
     if interface_name:
         entry["interface"] = interface_name
-    return {"multi_group_array": [entry]}
+    cfg = {"multi_group_array": [entry]}
+    if join is not None:
+        cfg["join_interfaces"] = join
+    return cfg
 
 
 def client_config(interface_name=None, group=GROUP):
@@ -223,7 +226,7 @@ def test_an_unused_down_interface_is_not_reported():
 
 
 def test_two_nics_without_multicast_route():
-    findings = diag.diagnose(make_facts(second_nic=True), server_config(), server_stats=server_stats(0),
+    findings = diag.diagnose(make_facts(second_nic=True), server_config(join="route"), server_stats=server_stats(0),
                              services=RUNNING)
     assert serious(findings) == [("no-multicast-route", "warning")]
     assert "eth0, eth1" in findings[0]["what"] and "224.0.0.0/4" in findings[0]["fix"]
@@ -233,12 +236,64 @@ def test_two_nics_without_multicast_route():
     assert serious(with_route) == []
     pinned = diag.diagnose(make_facts(second_nic=True), server_config("eth0"))
     assert [(f["id"], f["severity"]) for f in pinned] == [("no-multicast-route", "info")]
+    # Joined on every interface (the default), the server does not depend on the route.
+    joined_everywhere = diag.diagnose(make_facts(second_nic=True), server_config())
+    assert [(f["id"], f["severity"]) for f in joined_everywhere] == [("no-multicast-route", "info")]
 
 
 def test_no_route_at_all_is_an_error():
     facts = make_facts()
     facts["routes"] = [route("eth0", "10.0.0.0", 24)]
-    assert serious(diag.diagnose(facts, server_config())) == [("no-route-for-group", "error")]
+    assert serious(diag.diagnose(facts, server_config(join="route"))) == [("no-route-for-group", "error")]
+    # join_interfaces "all" (the default) names its interfaces: no route is needed to join.
+    assert serious(diag.diagnose(facts, server_config())) == []
+
+
+def test_the_relay_interfaces_follow_join_interfaces():
+    facts = make_facts(second_nic=True)
+    server = diag.relay_interfaces(facts, server_config())["server"][GROUP]
+    assert server == {"interfaces": ["eth0", "eth1"], "source": "all"}
+    listed = diag.relay_interfaces(facts, server_config(join=["10.1.0.5"]))["server"][GROUP]
+    assert listed == {"interfaces": ["eth1"], "source": "config"}
+    assert diag.relay_interfaces(facts, server_config(join="route"))["server"][GROUP]["source"] == "route"
+    # A pinned interface wins; a capture group reads one interface, the route's.
+    assert diag.relay_interfaces(facts, server_config("eth1"))["server"][GROUP]["interfaces"] == ["eth1"]
+    captured = server_config()
+    captured["multi_group_array"][0]["capture"] = True
+    assert diag.relay_interfaces(facts, captured)["server"][GROUP] == {"interfaces": ["eth0"], "source": "route"}
+
+
+def test_a_source_sending_out_of_an_interface_the_relay_did_not_join_is_named():
+    facts = make_facts(second_nic=True)
+    seen = {GROUP: {"eth1": 40}}
+    findings = diag.diagnose(facts, server_config(join="route"), server_stats=server_stats(0), services=RUNNING,
+                             source_interfaces=seen)
+    assert serious(findings) == [("no-multicast-route", "warning"), ("source-interface-not-joined", "error")]
+    (finding,) = [f for f in findings if f["id"] == "source-interface-not-joined"]
+    assert "out of eth1 (40 datagrams)" in finding["what"] and "on eth0 only" in finding["what"]
+    assert "join_interfaces=eth0,eth1" in finding["fix"] and "IP_MULTICAST_IF to eth0" in finding["fix"]
+    # The silent server is the error's evidence, not a finding of its own.
+    assert any("received nothing" in line for line in finding["evidence"])
+    # What the daemon reports it joined beats the inference from the config.
+    stats = server_stats(0)
+    stats["groups"][0]["interfaces"] = ["eth0"]
+    findings = diag.diagnose(facts, server_config(join=["eth0", "eth1"]), server_stats=stats, services=RUNNING,
+                             source_interfaces=seen)
+    assert ("source-interface-not-joined", "error") in serious(findings)
+    # Joined where the source sends, or nothing observed: no finding.
+    for config, observed in ((server_config(), seen), (server_config(join="route"), {GROUP: {"eth0": 5}}),
+                             (server_config(join="route"), {GROUP: {}}), (server_config(join="route"), None)):
+        findings = diag.diagnose(facts, config, source_interfaces=observed)
+        assert "source-interface-not-joined" not in [f["id"] for f in findings], (config, observed)
+
+
+def test_a_join_the_server_could_not_make_is_a_warning():
+    stats = server_stats(10)
+    stats["groups"][0].update(interfaces=["eth0"], join_problem="eth7: no interface has this name or address")
+    findings = diag.diagnose(make_facts(), server_config(join=["eth0", "eth7"]), server_stats=stats,
+                             services=RUNNING)
+    assert serious(findings) == [("server-join-incomplete", "warning")]
+    assert "eth7: no interface" in findings[0]["what"]
 
 
 def test_igmp_max_memberships():

@@ -122,7 +122,7 @@ def test_running_server_stats_come_from_the_relay_cli(tmp_path):
     assert ids(result) == []
     assert result.result["relay"]["server"]["running"] is True
     assert result.result["relay"]["server"]["stats"]["groups"][0]["rx_packets"] == 25
-    assert result.result["relay"]["server"]["interfaces"] == {GROUP: {"interfaces": ["eth0"], "source": "route"}}
+    assert result.result["relay"]["server"]["interfaces"] == {GROUP: {"interfaces": ["eth0"], "source": "all"}}
     assert result.result["group_routes"] == {GROUP: {"interface": "eth0", "route": "0.0.0.0/0"}}
 
 

@@ -195,3 +195,394 @@ def test_iperf_with_relay_receives_the_stream(vpc):
     assert figures["datagrams_lost"] == 0, server.describe()
     assert figures["datagrams_received"] >= figures["datagrams_sent"] - 1 > 100, server.describe()
     record("iperf", "iperf", "with_relay", **figures)
+
+
+# -- udpcast ----------------------------------------------------------------------------------------
+
+UDPCAST_DATA, UDPCAST_RENDEZVOUS = "239.77.15.2", "239.77.15.3"
+UDPCAST_FILE_SIZE = 1 << 20
+UDPCAST_MEMBERS = {"udpcast_senders": ["a"], "udpcast_receivers": ["b"]}
+
+
+def run_udpcast(vpc, start_timeout):
+    """udp-sender on a sends a random file to udp-receiver on b; both give up after
+    `start_timeout` seconds without a peer."""
+    sender, receiver = vpc["a"], vpc["b"]
+    original = sender.workdir / "image.bin"
+    original.write_bytes(os.urandom(UDPCAST_FILE_SIZE))
+    copy = receiver.workdir / "image.bin"
+    common = ["--interface", "eth0", "--nokbd", "--mcast-rdv-address", UDPCAST_RENDEZVOUS,
+              "--start-timeout", start_timeout]
+    started = time.monotonic()
+    receiving = receiver.start("udp-receiver", ["udp-receiver", "--file", copy] + common)
+    sending = sender.start("udp-sender", ["udp-sender", "--file", original, "--mcast-data-address", UDPCAST_DATA,
+                                          "--min-receivers", 1, "--rexmit-hello-interval", 500] + common)
+    receiving.wait(timeout=start_timeout + 30)
+    elapsed = time.monotonic() - started
+    sending.wait(timeout=10)
+    complete = "Transfer complete" in receiving.stderr() + receiving.stdout()
+    return {"bytes_received": copy.stat().st_size if copy.exists() else 0, "file_size": UDPCAST_FILE_SIZE,
+            "checksum_match": sha256(copy) == sha256(original),
+            "transfer_s": round(elapsed, 3) if complete else None}, sending, receiving
+
+
+def udpcast_log(*processes):
+    return "\n".join(process.stdout() + process.stderr() for process in processes)
+
+
+@needs("udp-sender", "udp-receiver")
+def test_udpcast_without_relay_finds_no_sender(vpc):
+    drops = vpc.multicast_drops()
+    figures, sending, receiving = run_udpcast(vpc, start_timeout=3)
+    log = udpcast_log(sending, receiving)
+    assert figures["bytes_received"] == 0 and not figures["checksum_match"], log
+    assert "New connection" not in log and "Transfer complete" not in log, log
+    assert vpc.multicast_drops() > drops
+    record("udpcast", "udpcast", "without_relay", **figures)
+
+
+@needs("udp-sender", "udp-receiver")
+def test_udpcast_with_relay_delivers_the_file(vpc):
+    deploy_relay(vpc, "udpcast", UDPCAST_MEMBERS)
+    figures, sending, receiving = run_udpcast(vpc, start_timeout=10)
+    log = udpcast_log(sending, receiving)
+    assert figures["checksum_match"] and figures["bytes_received"] == UDPCAST_FILE_SIZE, log
+    assert "New connection from %s" % vpc["b"].ip in log and "Connected as #0 to %s" % vpc["a"].ip in log, log
+    record("udpcast", "udpcast", "with_relay", relay_datagrams=relayed_packets(vpc), **figures)
+
+
+@needs("udp-sender", "udp-receiver")
+def test_udpcast_needs_preserve_source(vpc):
+    deploy_relay(vpc, "udpcast", UDPCAST_MEMBERS, without="preserve_source")
+    figures, sending, receiving = run_udpcast(vpc, start_timeout=3)
+    log = udpcast_log(sending, receiving)
+    # The HELLO reached the receiver, from the relay client's address and port: refused.
+    assert "Bad message from port %s." % vpc["b"].ip in log, log
+    assert figures["bytes_received"] == 0 and "Transfer complete" not in log, log
+    assert relayed_packets(vpc) > 0
+    record("udpcast", "udpcast", "relay_without_option", option="preserve_source", **figures)
+
+
+# -- GStreamer: RTP audio ---------------------------------------------------------------------------
+
+RTP_GROUP, RTP_PORT = "239.77.15.4", 5004
+AUDIO_BUFFERS = 100   # of 1024 samples at 48 kHz: 2.1 s of audio, sent in real time
+AUDIO_SOURCE = ["audiotestsrc", "num-buffers=%d" % AUDIO_BUFFERS, "!",
+                "audio/x-raw,format=S16BE,rate=48000,channels=1"]
+RTP_CAPS = "application/x-rtp,media=audio,clock-rate=48000,encoding-name=L16,channels=1"
+RTP_MEMBERS = {"media_sources": ["a"], "media_players": ["b"]}
+
+
+def reference_audio(directory):
+    """The sender's audio, written locally by the same source: what a player must decode."""
+    path = directory / "reference.raw"
+    subprocess.run(["gst-launch-1.0", "-q"] + AUDIO_SOURCE + ["!", "filesink", "location=%s" % path],
+                   check=True, timeout=30)
+    return path
+
+
+def run_gstreamer(vpc, loop=True):
+    sender, player = vpc["a"], vpc["b"]
+    expected = reference_audio(sender.workdir)
+    decoded = player.workdir / "decoded.raw"
+    receiving = player.start("gst-play", ["gst-launch-1.0", "-q", "udpsrc", "address=" + RTP_GROUP,
+                                          "port=%d" % RTP_PORT, "caps=" + RTP_CAPS, "!", "rtpL16depay", "!",
+                                          "filesink", "location=%s" % decoded, "buffer-mode=unbuffered"])
+    player.wait_joined(RTP_GROUP)
+    started = time.monotonic()
+    sending = sender.start("gst-send", ["gst-launch-1.0", "-q"] + AUDIO_SOURCE + [
+        "!", "rtpL16pay", "!", "udpsink", "host=" + RTP_GROUP, "port=%d" % RTP_PORT,
+        "loop=%s" % ("true" if loop else "false")])
+    first = None
+    while sending.running():
+        if first is None and decoded.exists() and decoded.stat().st_size:
+            first = time.monotonic() - started
+        time.sleep(0.02)
+    assert sending.wait() == 0, sending.describe()
+    size = expected.stat().st_size
+    try:
+        wait_until(lambda: decoded.exists() and decoded.stat().st_size >= size, "the player's last buffer",
+                   timeout=1.0)
+    except AssertionError:
+        pass  # the figures say how much arrived
+    receiving.stop()
+    return {"audio_bytes_decoded": decoded.stat().st_size if decoded.exists() else 0, "audio_bytes_sent": size,
+            "checksum_match": sha256(decoded) == sha256(expected),
+            "first_audio_s": round(first, 3) if first is not None else None}
+
+
+@needs("gst-launch-1.0")
+def test_gstreamer_without_relay_plays_nothing(vpc):
+    drops = vpc.multicast_drops()
+    figures = run_gstreamer(vpc)
+    assert figures["audio_bytes_decoded"] == 0, figures
+    assert vpc.multicast_drops() - drops >= 2 * AUDIO_BUFFERS
+    record("gstreamer", "gstreamer1.0-tools", "without_relay", **figures)
+
+
+@needs("gst-launch-1.0")
+def test_gstreamer_with_relay_plays_the_stream(vpc):
+    deploy_relay(vpc, "gstreamer", RTP_MEMBERS)
+    figures = run_gstreamer(vpc)
+    assert figures["checksum_match"], figures
+    record("gstreamer", "gstreamer1.0-tools", "with_relay", relay_datagrams=relayed_packets(vpc), **figures)
+
+
+@needs("gst-launch-1.0")
+def test_gstreamer_loop_off_needs_capture_mode(vpc):
+    deploy_relay(vpc, "gstreamer-loop-off", RTP_MEMBERS, without="capture")
+    figures = run_gstreamer(vpc, loop=False)
+    assert figures["audio_bytes_decoded"] == 0 and relayed_packets(vpc) == 0, figures
+    record("gstreamer-loop-off", "gstreamer1.0-tools", "relay_without_option", option="capture", **figures)
+
+
+@needs("gst-launch-1.0")
+def test_gstreamer_loop_off_with_capture_plays_the_stream(vpc):
+    deploy_relay(vpc, "gstreamer-loop-off", RTP_MEMBERS)
+    figures = run_gstreamer(vpc, loop=False)
+    assert figures["checksum_match"], figures
+    (group,) = server_groups(vpc["a"])
+    assert group["mode"] == "capture", group
+    record("gstreamer-loop-off", "gstreamer1.0-tools", "with_relay", relay_datagrams=group["rx_packets"], **figures)
+
+
+# -- avahi-daemon: mDNS service discovery -----------------------------------------------------------
+
+AVAHI_CONF = """\
+[server]
+host-name=%(name)s
+domain-name=local
+use-ipv4=yes
+use-ipv6=no
+allow-interfaces=eth0
+enable-dbus=yes
+[wide-area]
+enable-wide-area=no
+[publish]
+publish-hinfo=no
+publish-workstation=no
+"""
+
+AVAHI_SERVICE = """\
+<?xml version="1.0" standalone='no'?>
+<!DOCTYPE service-group SYSTEM "avahi-service.dtd">
+<service-group>
+  <name>iop-fileserver</name>
+  <service>
+    <type>_iop._tcp</type>
+    <port>4711</port>
+    <txt-record>path=/data</txt-record>
+  </service>
+</service-group>
+"""
+
+# A host of its own for the daemon: private /run (pid file, D-Bus socket), its own system bus,
+# its services directory over the package's; avahi-daemon replaces the shell, so the
+# process's pid is the daemon's.
+AVAHI_LAUNCH = """\
+set -e
+mount -t tmpfs tmpfs /run
+mount --bind "$1/services" /etc/avahi/services
+mkdir -p /run/dbus
+dbus-daemon --system --nofork --nopidfile &
+while [ ! -S /run/dbus/system_bus_socket ]; do sleep 0.05; done
+exec avahi-daemon -f "$1/avahi.conf" --no-rlimits
+"""
+
+AVAHI_MEMBERS = {"mdns_hosts": ["a", "b"]}
+RESOLVED = re.compile(r"^=;eth0;IPv4;iop-fileserver;_iop\._tcp;local;([^;]+);([^;]+);(\d+);(.*)$", re.M)
+
+
+def start_avahi(host, publish):
+    directory = host.workdir / "avahi"
+    (directory / "services").mkdir(parents=True)
+    (directory / "avahi.conf").write_text(AVAHI_CONF % {"name": "iop-" + host.name})
+    if publish:
+        (directory / "services" / "iop.service").write_text(AVAHI_SERVICE)
+    (directory / "launch.sh").write_text(AVAHI_LAUNCH)
+    daemon = host.start("avahi-daemon", ["unshare", "-m", "--propagation", "private", "sh",
+                                         directory / "launch.sh", directory])
+    wait_until(lambda: "Server startup complete" in daemon.stderr() or not daemon.running(),
+               "avahi-daemon to start")
+    assert daemon.running(), daemon.describe()
+    if publish:
+        wait_until(lambda: "successfully established" in daemon.stderr(), "the service to be established")
+    return daemon
+
+
+def avahi_browse(daemon, *flags):
+    """avahi-browse in the daemon's namespaces (its D-Bus); the lines it printed."""
+    result = vpc_module.run(["nsenter", "-t", daemon.pid, "-m", "-n", "avahi-browse", "-p", "-r"] + list(flags)
+                            + ["_iop._tcp"], check=False, timeout=30)
+    return result.stdout
+
+
+def look_up_service(vpc, attempts):
+    """Start both daemons (a publishes), then browse on b up to `attempts` times (avahi-browse -t
+    ends once its cache has answered, about one second)."""
+    publisher = start_avahi(vpc["a"], publish=True)
+    browser = start_avahi(vpc["b"], publish=False)
+    # The service exists: a resolves it itself.
+    assert RESOLVED.search(avahi_browse(publisher, "-t")), publisher.describe()
+    started = time.monotonic()
+    for _attempt in range(attempts):
+        found = RESOLVED.search(avahi_browse(browser, "-t"))
+        if found:
+            break
+    elapsed = time.monotonic() - started
+    figures = {"resolved": None, "resolve_s": None, "attempts": attempts}
+    if found:
+        figures.update(resolved="%s:%s" % (found.group(2), found.group(3)), resolve_s=round(elapsed, 3),
+                       attempts=_attempt + 1, txt=found.group(4))
+    return figures, browser
+
+
+@needs("avahi-daemon", "avahi-browse", "dbus-daemon", "nsenter", "unshare")
+def test_avahi_without_relay_resolves_nothing(vpc):
+    drops = vpc.multicast_drops()
+    figures, browser = look_up_service(vpc, attempts=3)
+    assert figures["resolved"] is None, figures
+    assert vpc.multicast_drops() > drops
+    record("avahi", "avahi-daemon", "without_relay", **figures)
+
+
+@needs("avahi-daemon", "avahi-browse", "dbus-daemon", "nsenter", "unshare")
+def test_avahi_with_relay_resolves_the_service(vpc):
+    deploy_relay(vpc, "avahi", AVAHI_MEMBERS)
+    figures, browser = look_up_service(vpc, attempts=10)
+    assert figures["resolved"] == "%s:4711" % vpc["a"].ip, (figures, browser.describe())
+    assert figures["txt"] == '"path=/data"', figures
+    record("avahi", "avahi-daemon", "with_relay", **figures)
+
+
+@needs("avahi-daemon", "avahi-browse", "dbus-daemon", "nsenter", "unshare")
+def test_avahi_needs_preserve_source(vpc):
+    deploy_relay(vpc, "avahi", AVAHI_MEMBERS, without="preserve_source")
+    figures, browser = look_up_service(vpc, attempts=3)
+    assert figures["resolved"] is None, figures
+    # b's queries reached a through the relay; a ignored them.
+    (entry,) = client_stats(vpc["a"])["entries"]
+    assert entry["delivered_packets"] > 0, entry
+    record("avahi", "avahi-daemon", "relay_without_option", option="preserve_source", **figures)
+
+
+# -- corosync (transport udp): cluster membership ---------------------------------------------------
+
+COROSYNC_CONF = """\
+totem {
+    version: 2
+    cluster_name: iop
+    transport: udp
+    crypto_cipher: none
+    crypto_hash: none
+    interface {
+        linknumber: 0
+        bindnetaddr: 10.77.0.0
+        mcastaddr: 239.77.15.5
+        mcastport: 5405
+        ttl: 1
+    }
+}
+nodelist {
+%(nodes)s
+}
+quorum {
+    provider: corosync_votequorum
+    expected_votes: 2
+}
+logging {
+    to_stderr: yes
+    to_syslog: no
+    to_logfile: no
+    timestamp: on
+}
+"""
+COROSYNC_NODE = "    node {\n        ring0_addr: %s\n        name: %s\n        nodeid: %d\n    }"
+
+# Private /run, state directory and /dev/shm (its IPC): nothing shared with another corosync.
+COROSYNC_LAUNCH = """\
+set -e
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /var/lib/corosync
+mount -t tmpfs tmpfs /dev/shm
+exec corosync -f -c "$1"
+"""
+
+COROSYNC_MEMBERS = {"cluster_nodes": ["a", "b"]}
+# Longer than totem's token (1 s) and consensus (1.2 s) timeouts: a node that has heard
+# nothing from the other one by then has formed a membership of its own.
+COROSYNC_SETTLE_S = 4.0
+
+
+def start_corosync(vpc):
+    nodes = "\n".join(COROSYNC_NODE % (host.ip, "iop-" + host.name, number)
+                      for number, host in enumerate((vpc["a"], vpc["b"]), start=1))
+    daemons = {}
+    for host in (vpc["a"], vpc["b"]):
+        conf = host.workdir / "corosync.conf"
+        conf.write_text(COROSYNC_CONF % {"nodes": nodes})
+        (host.workdir / "corosync-launch.sh").write_text(COROSYNC_LAUNCH)
+        daemons[host.name] = host.start("corosync", ["unshare", "-m", "--propagation", "private", "sh",
+                                                     host.workdir / "corosync-launch.sh", conf])
+    return daemons
+
+
+def quorum_status(daemon):
+    """corosync-quorumtool's view on one node: (member node ids, quorate)."""
+    result = vpc_module.run(["nsenter", "-t", daemon.pid, "-m", "-n", "corosync-quorumtool", "-s"],
+                            check=False, timeout=10)
+    members = [int(number) for number in re.findall(r"^\s+(\d+)\s+\d+\s+\S+", result.stdout, re.M)]
+    quorate = re.search(r"^Quorate:\s+(\w+)", result.stdout, re.M)
+    return sorted(members), bool(quorate) and quorate.group(1) == "Yes"
+
+
+def run_corosync(vpc, expect_members):
+    started = time.monotonic()
+    daemons = start_corosync(vpc)
+    for daemon in daemons.values():
+        wait_until(lambda: "A new membership" in daemon.stderr() or not daemon.running(),
+                   "corosync to form a membership", timeout=30)
+        assert daemon.running(), daemon.describe()
+    figures = {}
+    if expect_members == 2:
+        wait_until(lambda: all(quorum_status(daemon) == ([1, 2], True) for daemon in daemons.values()),
+                   "both nodes in one quorate membership", timeout=30, interval=0.2)
+        figures["quorate_s"] = round(time.monotonic() - started, 3)
+    else:
+        time.sleep(COROSYNC_SETTLE_S)
+    for name, daemon in sorted(daemons.items()):
+        members, quorate = quorum_status(daemon)
+        figures["members_seen_by_" + name] = len(members)
+        figures["quorate_" + name] = quorate
+    return figures, daemons
+
+
+@needs("corosync", "corosync-quorumtool", "nsenter", "unshare")
+def test_corosync_without_relay_splits_into_single_nodes(vpc):
+    drops = vpc.multicast_drops()
+    figures, daemons = run_corosync(vpc, expect_members=1)
+    assert figures == {"members_seen_by_a": 1, "members_seen_by_b": 1, "quorate_a": False, "quorate_b": False}, \
+        figures
+    assert vpc.multicast_drops() > drops
+    record("corosync", "corosync", "without_relay", **figures)
+
+
+@needs("corosync", "corosync-quorumtool", "nsenter", "unshare")
+def test_corosync_with_relay_forms_one_quorate_cluster(vpc):
+    deploy_relay(vpc, "corosync", COROSYNC_MEMBERS)
+    figures, daemons = run_corosync(vpc, expect_members=2)
+    assert figures["quorate_a"] and figures["quorate_b"], figures
+    for host in (vpc["a"], vpc["b"]):
+        (group,) = server_groups(host)
+        assert group["mode"] == "capture" and group["rx_packets"] > 0, group
+    record("corosync", "corosync", "with_relay", relay_datagrams=relayed_packets(vpc), **figures)
+
+
+@needs("corosync", "corosync-quorumtool", "nsenter", "unshare")
+def test_corosync_needs_capture_mode(vpc):
+    deploy_relay(vpc, "corosync", COROSYNC_MEMBERS, without="capture")
+    figures, daemons = run_corosync(vpc, expect_members=1)
+    assert figures["members_seen_by_a"] == figures["members_seen_by_b"] == 1, figures
+    # Totem's socket has multicast loopback off: the relay servers' sockets never see a message.
+    assert relayed_packets(vpc) == 0
+    record("corosync", "corosync", "relay_without_option", option="capture", **figures)

@@ -201,65 +201,82 @@ def test_iperf_with_relay_receives_the_stream(vpc):
 
 UDPCAST_DATA, UDPCAST_RENDEZVOUS = "239.77.15.2", "239.77.15.3"
 UDPCAST_FILE_SIZE = 1 << 20
-UDPCAST_MEMBERS = {"udpcast_senders": ["a"], "udpcast_receivers": ["b"]}
+UDPCAST_RECEIVERS = ("b", "c")
+UDPCAST_MEMBERS = {"udpcast_senders": ["a"], "udpcast_receivers": list(UDPCAST_RECEIVERS)}
+
+
+@pytest.fixture
+def vpc3(make_vpc):
+    return make_vpc({"a": 1, "b": 1, "c": 1}, name_prefix=NAME_PREFIX)
 
 
 def run_udpcast(vpc, start_timeout):
-    """udp-sender on a sends a random file to udp-receiver on b; both give up after
-    `start_timeout` seconds without a peer."""
-    sender, receiver = vpc["a"], vpc["b"]
+    """udp-sender on a sends a random file to udp-receiver on b and c (two receivers: with one,
+    udpcast would switch to unicast); every program gives up after `start_timeout` seconds
+    without its peers."""
+    sender = vpc["a"]
     original = sender.workdir / "image.bin"
     original.write_bytes(os.urandom(UDPCAST_FILE_SIZE))
-    copy = receiver.workdir / "image.bin"
     common = ["--interface", "eth0", "--nokbd", "--mcast-rdv-address", UDPCAST_RENDEZVOUS,
               "--start-timeout", start_timeout]
     started = time.monotonic()
-    receiving = receiver.start("udp-receiver", ["udp-receiver", "--file", copy] + common)
+    receiving = dict((name, vpc[name].start("udp-receiver", ["udp-receiver", "--file", vpc[name].workdir / "image.bin"]
+                                            + common)) for name in UDPCAST_RECEIVERS)
     sending = sender.start("udp-sender", ["udp-sender", "--file", original, "--mcast-data-address", UDPCAST_DATA,
-                                          "--min-receivers", 1, "--rexmit-hello-interval", 500] + common)
-    receiving.wait(timeout=start_timeout + 30)
+                                          "--min-receivers", len(UDPCAST_RECEIVERS), "--rexmit-hello-interval", 500]
+                           + common)
+    for process in receiving.values():
+        process.wait(timeout=start_timeout + 30)
     elapsed = time.monotonic() - started
     sending.wait(timeout=10)
-    complete = "Transfer complete" in receiving.stderr() + receiving.stdout()
-    return {"bytes_received": copy.stat().st_size if copy.exists() else 0, "file_size": UDPCAST_FILE_SIZE,
-            "checksum_match": sha256(copy) == sha256(original),
-            "transfer_s": round(elapsed, 3) if complete else None}, sending, receiving
+    figures = {"file_size": UDPCAST_FILE_SIZE, "receivers": len(UDPCAST_RECEIVERS)}
+    copies = [vpc[name].workdir / "image.bin" for name in UDPCAST_RECEIVERS]
+    figures["bytes_received"] = sum(copy.stat().st_size for copy in copies if copy.exists())
+    figures["copies_intact"] = sum(sha256(copy) == sha256(original) for copy in copies)
+    complete = all("Transfer complete" in process.stderr() + process.stdout() for process in receiving.values())
+    figures["transfer_s"] = round(elapsed, 3) if complete else None
+    return figures, [sending] + list(receiving.values())
 
 
-def udpcast_log(*processes):
-    return "\n".join(process.stdout() + process.stderr() for process in processes)
+def udpcast_log(processes):
+    return "\n".join(process.describe() for process in processes)
 
 
 @needs("udp-sender", "udp-receiver")
-def test_udpcast_without_relay_finds_no_sender(vpc):
-    drops = vpc.multicast_drops()
-    figures, sending, receiving = run_udpcast(vpc, start_timeout=3)
-    log = udpcast_log(sending, receiving)
-    assert figures["bytes_received"] == 0 and not figures["checksum_match"], log
+def test_udpcast_without_relay_finds_no_sender(vpc3):
+    drops = vpc3.multicast_drops()
+    figures, processes = run_udpcast(vpc3, start_timeout=3)
+    log = udpcast_log(processes)
+    assert figures["bytes_received"] == 0 and figures["copies_intact"] == 0, log
     assert "New connection" not in log and "Transfer complete" not in log, log
-    assert vpc.multicast_drops() > drops
+    assert vpc3.multicast_drops() > drops
     record("udpcast", "udpcast", "without_relay", **figures)
 
 
 @needs("udp-sender", "udp-receiver")
-def test_udpcast_with_relay_delivers_the_file(vpc):
-    deploy_relay(vpc, "udpcast", UDPCAST_MEMBERS)
-    figures, sending, receiving = run_udpcast(vpc, start_timeout=10)
-    log = udpcast_log(sending, receiving)
-    assert figures["checksum_match"] and figures["bytes_received"] == UDPCAST_FILE_SIZE, log
-    assert "New connection from %s" % vpc["b"].ip in log and "Connected as #0 to %s" % vpc["a"].ip in log, log
-    record("udpcast", "udpcast", "with_relay", relay_datagrams=relayed_packets(vpc), **figures)
+def test_udpcast_with_relay_delivers_the_file(vpc3):
+    deploy_relay(vpc3, "udpcast", UDPCAST_MEMBERS)
+    figures, processes = run_udpcast(vpc3, start_timeout=10)
+    log = udpcast_log(processes)
+    assert figures["copies_intact"] == len(UDPCAST_RECEIVERS), log
+    for name in UDPCAST_RECEIVERS:
+        assert "New connection from %s" % vpc3[name].ip in log, log
+    # The file went as multicast, through the relay: the data group's datagrams carried it.
+    data = [group for group in server_groups(vpc3["a"]) if group["group_ip"] == UDPCAST_DATA]
+    assert data[0]["rx_bytes"] >= UDPCAST_FILE_SIZE, data
+    record("udpcast", "udpcast", "with_relay", relay_datagrams=relayed_packets(vpc3), **figures)
 
 
 @needs("udp-sender", "udp-receiver")
-def test_udpcast_needs_preserve_source(vpc):
-    deploy_relay(vpc, "udpcast", UDPCAST_MEMBERS, without="preserve_source")
-    figures, sending, receiving = run_udpcast(vpc, start_timeout=3)
-    log = udpcast_log(sending, receiving)
-    # The HELLO reached the receiver, from the relay client's address and port: refused.
-    assert "Bad message from port %s." % vpc["b"].ip in log, log
+def test_udpcast_needs_preserve_source(vpc3):
+    deploy_relay(vpc3, "udpcast", UDPCAST_MEMBERS, without="preserve_source")
+    figures, processes = run_udpcast(vpc3, start_timeout=3)
+    log = udpcast_log(processes)
+    # The HELLO reached each receiver, from the relay client's address and port: refused.
+    for name in UDPCAST_RECEIVERS:
+        assert "Bad message from port %s." % vpc3[name].ip in log, log
     assert figures["bytes_received"] == 0 and "Transfer complete" not in log, log
-    assert relayed_packets(vpc) > 0
+    assert relayed_packets(vpc3) > 0
     record("udpcast", "udpcast", "relay_without_option", option="preserve_source", **figures)
 
 

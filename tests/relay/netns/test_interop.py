@@ -16,6 +16,7 @@ test_vrrp.py.  An application that is not installed is skipped with the
 package to install (scripts/bootstrap.sh installs them all).
 """
 
+import atexit
 import hashlib
 import json
 import os
@@ -42,6 +43,7 @@ def _collection_path():
     root = Path(tempfile.mkdtemp(prefix=NAME_PREFIX + "-collection-"))
     (root / "ansible_collections" / "multicast").mkdir(parents=True)
     (root / "ansible_collections" / "multicast" / "proxy").symlink_to(REPO)
+    atexit.register(shutil.rmtree, str(root), True)
     return root
 
 
@@ -63,7 +65,6 @@ def interop_figures():
     vpc_module.sweep_leftovers(NAME_PREFIX)
     yield FIGURES
     vpc_module.sweep_leftovers(NAME_PREFIX)
-    shutil.rmtree(str(_COLLECTION_ROOT), ignore_errors=True)
     target = os.environ.get("MCPT_INTEROP_FIGURES")
     if target and FIGURES:
         Path(target).write_text(json.dumps(FIGURES, indent=2, sort_keys=True) + "\n")

@@ -93,7 +93,7 @@ def table(figures):
         for case in CASES:
             value = entry.get(case)
             if value is None:
-                cells.append("(see gstreamer)" if app == "gstreamer-loop-off" and case == "without_relay" else "-")
+                cells.append("as gstreamer" if case == "without_relay" else "no option needed")
             else:
                 text = describe(value)
                 if case == "with_relay" and value.get("relay_datagrams") is not None:

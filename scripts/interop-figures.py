@@ -74,11 +74,15 @@ def corosync(case):
 APPS = {
     "iperf": ("iperf's server: datagrams received of those sent (1 Mbit/s for 2 s)", iperf),
     "udpcast": ("udp-receiver: copies of a 1 MiB file with the original's SHA-256, 2 receivers", udpcast),
+    "udpcast-any-role": ("as above, a to b and c, then b to a and c (snippet udpcast-any-role)", udpcast),
     "gstreamer": ("player: L16 audio decoded from RTP, identical to the sent audio", gstreamer),
     "gstreamer-loop-off": ("as above, sender with udpsink loop=false", gstreamer),
     "avahi": ("avahi-browse on another host: the published _iop._tcp service", avahi),
     "corosync": ("corosync-quorumtool on each of the 2 nodes", corosync),
 }
+# What a cell says for a case the suite does not run for that application.
+NOT_RUN = {"without_relay": "as %(base)s", "relay_without_option": "no option needed"}
+NOT_RUN_FOR = {("udpcast-any-role", "relay_without_option"): "not run (udpcast shows `preserve_source`)"}
 
 
 def table(figures):
@@ -93,9 +97,11 @@ def table(figures):
         for case in CASES:
             value = entry.get(case)
             if value is None:
-                cells.append("as gstreamer" if case == "without_relay" else "no option needed")
+                cells.append(NOT_RUN_FOR.get((app, case), NOT_RUN[case] % {"base": app.split("-")[0]}))
             else:
                 text = describe(value)
+                if case == "with_relay" and entry.get("with_relay_reversed") is not None:
+                    text += "; reversed: " + describe(entry["with_relay_reversed"])
                 if case == "with_relay" and value.get("relay_datagrams") is not None:
                     text += "; %d datagrams relayed" % value["relay_datagrams"]
                 if case == "relay_without_option":

@@ -211,27 +211,27 @@ def vpc3(make_vpc):
     return make_vpc({"a": 1, "b": 1, "c": 1}, name_prefix=NAME_PREFIX)
 
 
-def run_udpcast(vpc, start_timeout):
+def run_udpcast(vpc, start_timeout, sender_name="a", receivers=UDPCAST_RECEIVERS):
     """udp-sender on a sends a random file to udp-receiver on b and c (two receivers: with one,
     udpcast would switch to unicast); every program gives up after `start_timeout` seconds
     without its peers."""
-    sender = vpc["a"]
-    original = sender.workdir / "image.bin"
+    sender = vpc[sender_name]
+    original = sender.workdir / ("image-from-%s.bin" % sender_name)
     original.write_bytes(os.urandom(UDPCAST_FILE_SIZE))
+    copies = [vpc[name].workdir / original.name for name in receivers]
     common = ["--interface", "eth0", "--nokbd", "--mcast-rdv-address", UDPCAST_RENDEZVOUS,
               "--start-timeout", start_timeout]
     started = time.monotonic()
-    receiving = dict((name, vpc[name].start("udp-receiver", ["udp-receiver", "--file", vpc[name].workdir / "image.bin"]
-                                            + common)) for name in UDPCAST_RECEIVERS)
+    receiving = dict((name, vpc[name].start("udp-receiver", ["udp-receiver", "--file", copy] + common))
+                     for name, copy in zip(receivers, copies))
     sending = sender.start("udp-sender", ["udp-sender", "--file", original, "--mcast-data-address", UDPCAST_DATA,
-                                          "--min-receivers", len(UDPCAST_RECEIVERS), "--rexmit-hello-interval", 500]
+                                          "--min-receivers", len(receivers), "--rexmit-hello-interval", 500]
                            + common)
     for process in receiving.values():
         process.wait(timeout=start_timeout + 30)
     elapsed = time.monotonic() - started
     sending.wait(timeout=10)
-    figures = {"file_size": UDPCAST_FILE_SIZE, "receivers": len(UDPCAST_RECEIVERS)}
-    copies = [vpc[name].workdir / "image.bin" for name in UDPCAST_RECEIVERS]
+    figures = {"file_size": UDPCAST_FILE_SIZE, "receivers": len(receivers)}
     figures["bytes_received"] = sum(copy.stat().st_size for copy in copies if copy.exists())
     figures["copies_intact"] = sum(sha256(copy) == sha256(original) for copy in copies)
     complete = all("Transfer complete" in process.stderr() + process.stdout() for process in receiving.values())
@@ -279,6 +279,22 @@ def test_udpcast_needs_preserve_source(vpc3):
     assert figures["bytes_received"] == 0 and "Transfer complete" not in log, log
     assert relayed_packets(vpc3) > 0
     record("udpcast", "udpcast", "relay_without_option", option="preserve_source", **figures)
+
+
+@needs("udp-sender", "udp-receiver")
+def test_udpcast_hosts_that_send_and_receive_with_capture_mode(vpc3):
+    deploy_relay(vpc3, "udpcast-any-role", {"udpcast_hosts": ["a", "b", "c"]})
+    runs = [("a", ("b", "c")), ("b", ("a", "c"))]
+    figures = {}
+    for sender, receivers in runs:
+        result, processes = run_udpcast(vpc3, start_timeout=10, sender_name=sender, receivers=receivers)
+        assert result["copies_intact"] == len(receivers), udpcast_log(processes)
+        figures["%s_to_%s" % (sender, "_".join(receivers))] = result
+    for host in vpc3.hosts.values():
+        assert all(group["state"] == "joined" for group in server_groups(host)), server_groups(host)
+    record("udpcast-any-role", "udpcast", "with_relay", relay_datagrams=relayed_packets(vpc3),
+           **figures["a_to_b_c"])
+    record("udpcast-any-role", "udpcast", "with_relay_reversed", **figures["b_to_a_c"])
 
 
 # -- GStreamer: RTP audio ---------------------------------------------------------------------------

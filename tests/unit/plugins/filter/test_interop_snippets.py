@@ -41,6 +41,17 @@ EXPECTED = {
             "m2": [("src", "239.77.15.3", 9000, 6912, {"preserve_source": True}),
                    ("src", "239.77.15.2", 9000, 6913, {"preserve_source": True})]},
     },
+    "udpcast-any-role": {
+        "members": {"udpcast_hosts": ["src", "m1"]},
+        "server": {"src": [("239.77.15.3", 0, 6912, ["m1"], {"capture": True}),
+                           ("239.77.15.2", 9000, 6913, ["m1"], {"capture": True})],
+                   "m1": [("239.77.15.3", 0, 6912, ["src"], {"capture": True}),
+                          ("239.77.15.2", 9000, 6913, ["src"], {"capture": True})]},
+        "client": {"src": [("m1", "239.77.15.3", 0, 6912, {"preserve_source": True}),
+                           ("m1", "239.77.15.2", 9000, 6913, {"preserve_source": True})],
+                   "m1": [("src", "239.77.15.3", 0, 6912, {"preserve_source": True}),
+                          ("src", "239.77.15.2", 9000, 6913, {"preserve_source": True})]},
+    },
     "gstreamer": {
         "members": {"media_sources": ["src"], "media_players": ["m1"]},
         "server": {"src": [("239.77.15.4", 5004, 6915, ["m1"], {})]},
@@ -124,3 +135,14 @@ def test_the_snippet_renders_the_client_entries_the_application_needs(name):
                     for entry in entries]
         assert all(entry["source_port"] == SOURCE_PORT for entry in entries), entries
         assert rendered == EXPECTED[name]["client"].get(host, []), host
+
+
+def test_a_host_that_sends_and_receives_needs_the_any_role_udpcast_snippet():
+    """docs/interop.md: one relay server carries a group address once, so the three-definition
+    snippet cannot make a host both a udpcast sender and receiver; the fleet check says so."""
+    members = {"udpcast_senders": [("src", ADDRESSES["src"]), ("m1", ADDRESSES["m1"])],
+               "udpcast_receivers": [("m1", ADDRESSES["m1"]), ("m2", ADDRESSES["m2"])]}
+    problems = membership.fleet_problems(*interop_inventory.fleet(interop_inventory.snippets()["udpcast"], members))
+    assert problems == ["host m1: server config: multi_group_array[2].group_ip: group 239.77.15.3 is already defined "
+                        "at multi_group_array[0]; merge the two entries (from multicast_proxy_groups[2] "
+                        "(udpcast-connect))"]

@@ -97,7 +97,7 @@ def table(figures):
         for case in CASES:
             value = entry.get(case)
             if value is None:
-                cells.append(NOT_RUN_FOR.get((app, case), NOT_RUN[case] % {"base": app.split("-")[0]}))
+                cells.append(NOT_RUN_FOR.get((app, case), NOT_RUN[case] % {"base": app.split("-", maxsplit=1)[0]}))
             else:
                 text = describe(value)
                 if case == "with_relay" and entry.get("with_relay_reversed") is not None:

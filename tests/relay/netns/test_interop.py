@@ -534,11 +534,15 @@ logging {
 COROSYNC_NODE = "    node {\n        ring0_addr: %s\n        name: %s\n        nodeid: %d\n    }"
 
 # Private /run, state directory and /dev/shm (its IPC): nothing shared with another corosync.
+# Corosync looks the nodes' addresses up by name: a hosts file of its own answers, so no DNS
+# query is sent (the machine's resolver is not reachable from the VPC; each lookup would wait
+# 5 s for it).
 COROSYNC_LAUNCH = """\
 set -e
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /var/lib/corosync
 mount -t tmpfs tmpfs /dev/shm
+mount --bind "$2" /etc/hosts
 exec corosync -f -c "$1"
 """
 
@@ -551,13 +555,16 @@ COROSYNC_SETTLE_S = 4.0
 def start_corosync(vpc):
     nodes = "\n".join(COROSYNC_NODE % (host.ip, "iop-" + host.name, number)
                       for number, host in enumerate((vpc["a"], vpc["b"]), start=1))
+    hosts_file = "127.0.0.1 localhost\n" + "".join("%s iop-%s\n" % (vpc[name].ip, name) for name in ("a", "b"))
     daemons = {}
     for host in (vpc["a"], vpc["b"]):
         conf = host.workdir / "corosync.conf"
         conf.write_text(COROSYNC_CONF % {"nodes": nodes})
+        (host.workdir / "hosts").write_text(hosts_file)
         (host.workdir / "corosync-launch.sh").write_text(COROSYNC_LAUNCH)
         daemons[host.name] = host.start("corosync", ["unshare", "-m", "--propagation", "private", "sh",
-                                                     host.workdir / "corosync-launch.sh", conf])
+                                                     host.workdir / "corosync-launch.sh", conf,
+                                                     host.workdir / "hosts"])
     return daemons
 
 

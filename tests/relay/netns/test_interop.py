@@ -12,8 +12,8 @@ MCPT_INTEROP_FIGURES=FILE they are written to FILE as JSON at the end
 Applications: iperf 2 (network test), udpcast (file distribution),
 GStreamer RTP (media streaming), avahi-daemon (mDNS service discovery),
 corosync with transport udp (cluster membership).  keepalived is in
-test_vrrp.py.  An application that is not installed is skipped with the
-package to install (scripts/bootstrap.sh installs them all).
+test_vrrp.py.  An application that is not installed is skipped, naming its
+Debian package (scripts/bootstrap.sh installs them all).
 """
 
 import atexit
@@ -55,9 +55,11 @@ from ansible_collections.multicast.proxy.tests.unit.plugins.filter import intero
 SNIPPETS = interop_inventory.snippets()
 
 
-def needs(*commands):
+def needs(packages, *commands):
+    """Skip, naming the Debian packages, when one of the commands is missing."""
     missing = [command for command in commands if shutil.which(command) is None]
-    return pytest.mark.skipif(bool(missing), reason="needs %s (scripts/bootstrap.sh installs it)" % ", ".join(missing))
+    return pytest.mark.skipif(bool(missing), reason="needs %s from Debian's %s (scripts/bootstrap.sh installs them)"
+                              % (", ".join(missing), packages))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -178,7 +180,7 @@ def run_iperf(vpc):
             "first_datagram_s": round(first, 3) if first is not None else None}, server
 
 
-@needs("iperf", "stdbuf")
+@needs("iperf, coreutils", "iperf", "stdbuf")
 def test_iperf_without_relay_receives_nothing(vpc):
     drops = vpc.multicast_drops()
     figures, server = run_iperf(vpc)
@@ -187,7 +189,7 @@ def test_iperf_without_relay_receives_nothing(vpc):
     record("iperf", "iperf", "without_relay", **figures)
 
 
-@needs("iperf", "stdbuf")
+@needs("iperf, coreutils", "iperf", "stdbuf")
 def test_iperf_with_relay_receives_the_stream(vpc):
     deploy_relay(vpc, "iperf", {"iperf_clients": ["a"], "iperf_servers": ["b"]})
     figures, server = run_iperf(vpc)
@@ -243,7 +245,7 @@ def udpcast_log(processes):
     return "\n".join(process.describe() for process in processes)
 
 
-@needs("udp-sender", "udp-receiver")
+@needs("udpcast", "udp-sender", "udp-receiver")
 def test_udpcast_without_relay_finds_no_sender(vpc3):
     drops = vpc3.multicast_drops()
     figures, processes = run_udpcast(vpc3, start_timeout=3)
@@ -254,7 +256,7 @@ def test_udpcast_without_relay_finds_no_sender(vpc3):
     record("udpcast", "udpcast", "without_relay", **figures)
 
 
-@needs("udp-sender", "udp-receiver")
+@needs("udpcast", "udp-sender", "udp-receiver")
 def test_udpcast_with_relay_delivers_the_file(vpc3):
     deploy_relay(vpc3, "udpcast", UDPCAST_MEMBERS)
     figures, processes = run_udpcast(vpc3, start_timeout=10)
@@ -268,7 +270,7 @@ def test_udpcast_with_relay_delivers_the_file(vpc3):
     record("udpcast", "udpcast", "with_relay", relay_datagrams=relayed_packets(vpc3), **figures)
 
 
-@needs("udp-sender", "udp-receiver")
+@needs("udpcast", "udp-sender", "udp-receiver")
 def test_udpcast_needs_preserve_source(vpc3):
     deploy_relay(vpc3, "udpcast", UDPCAST_MEMBERS, without="preserve_source")
     figures, processes = run_udpcast(vpc3, start_timeout=3)
@@ -281,7 +283,7 @@ def test_udpcast_needs_preserve_source(vpc3):
     record("udpcast", "udpcast", "relay_without_option", option="preserve_source", **figures)
 
 
-@needs("udp-sender", "udp-receiver")
+@needs("udpcast", "udp-sender", "udp-receiver")
 def test_udpcast_hosts_that_send_and_receive_with_capture_mode(vpc3):
     deploy_relay(vpc3, "udpcast-any-role", {"udpcast_hosts": ["a", "b", "c"]})
     runs = [("a", ("b", "c")), ("b", ("a", "c"))]
@@ -345,7 +347,7 @@ def run_gstreamer(vpc, loop=True):
             "first_audio_s": round(first, 3) if first is not None else None}
 
 
-@needs("gst-launch-1.0")
+@needs("gstreamer1.0-tools, gstreamer1.0-plugins-good", "gst-launch-1.0")
 def test_gstreamer_without_relay_plays_nothing(vpc):
     drops = vpc.multicast_drops()
     figures = run_gstreamer(vpc)
@@ -354,7 +356,7 @@ def test_gstreamer_without_relay_plays_nothing(vpc):
     record("gstreamer", "gstreamer1.0-tools", "without_relay", **figures)
 
 
-@needs("gst-launch-1.0")
+@needs("gstreamer1.0-tools, gstreamer1.0-plugins-good", "gst-launch-1.0")
 def test_gstreamer_with_relay_plays_the_stream(vpc):
     deploy_relay(vpc, "gstreamer", RTP_MEMBERS)
     figures = run_gstreamer(vpc)
@@ -362,7 +364,7 @@ def test_gstreamer_with_relay_plays_the_stream(vpc):
     record("gstreamer", "gstreamer1.0-tools", "with_relay", relay_datagrams=relayed_packets(vpc), **figures)
 
 
-@needs("gst-launch-1.0")
+@needs("gstreamer1.0-tools, gstreamer1.0-plugins-good", "gst-launch-1.0")
 def test_gstreamer_loop_off_needs_capture_mode(vpc):
     deploy_relay(vpc, "gstreamer-loop-off", RTP_MEMBERS, without="capture")
     figures = run_gstreamer(vpc, loop=False)
@@ -370,7 +372,7 @@ def test_gstreamer_loop_off_needs_capture_mode(vpc):
     record("gstreamer-loop-off", "gstreamer1.0-tools", "relay_without_option", option="capture", **figures)
 
 
-@needs("gst-launch-1.0")
+@needs("gstreamer1.0-tools, gstreamer1.0-plugins-good", "gst-launch-1.0")
 def test_gstreamer_loop_off_with_capture_plays_the_stream(vpc):
     deploy_relay(vpc, "gstreamer-loop-off", RTP_MEMBERS)
     figures = run_gstreamer(vpc, loop=False)
@@ -471,7 +473,8 @@ def look_up_service(vpc, attempts):
     return figures, browser
 
 
-@needs("avahi-daemon", "avahi-browse", "dbus-daemon", "nsenter", "unshare")
+@needs("avahi-daemon, avahi-utils, dbus, util-linux", "avahi-daemon", "avahi-browse", "dbus-daemon", "nsenter",
+       "unshare")
 def test_avahi_without_relay_resolves_nothing(vpc):
     drops = vpc.multicast_drops()
     figures, browser = look_up_service(vpc, attempts=3)
@@ -480,7 +483,8 @@ def test_avahi_without_relay_resolves_nothing(vpc):
     record("avahi", "avahi-daemon", "without_relay", **figures)
 
 
-@needs("avahi-daemon", "avahi-browse", "dbus-daemon", "nsenter", "unshare")
+@needs("avahi-daemon, avahi-utils, dbus, util-linux", "avahi-daemon", "avahi-browse", "dbus-daemon", "nsenter",
+       "unshare")
 def test_avahi_with_relay_resolves_the_service(vpc):
     deploy_relay(vpc, "avahi", AVAHI_MEMBERS)
     figures, browser = look_up_service(vpc, attempts=10)
@@ -489,7 +493,8 @@ def test_avahi_with_relay_resolves_the_service(vpc):
     record("avahi", "avahi-daemon", "with_relay", **figures)
 
 
-@needs("avahi-daemon", "avahi-browse", "dbus-daemon", "nsenter", "unshare")
+@needs("avahi-daemon, avahi-utils, dbus, util-linux", "avahi-daemon", "avahi-browse", "dbus-daemon", "nsenter",
+       "unshare")
 def test_avahi_needs_preserve_source(vpc):
     deploy_relay(vpc, "avahi", AVAHI_MEMBERS, without="preserve_source")
     figures, browser = look_up_service(vpc, attempts=3)
@@ -598,7 +603,7 @@ def run_corosync(vpc, expect_members):
     return figures, daemons
 
 
-@needs("corosync", "corosync-quorumtool", "nsenter", "unshare")
+@needs("corosync, util-linux", "corosync", "corosync-quorumtool", "nsenter", "unshare")
 def test_corosync_without_relay_splits_into_single_nodes(vpc):
     drops = vpc.multicast_drops()
     figures, daemons = run_corosync(vpc, expect_members=1)
@@ -608,7 +613,7 @@ def test_corosync_without_relay_splits_into_single_nodes(vpc):
     record("corosync", "corosync", "without_relay", **figures)
 
 
-@needs("corosync", "corosync-quorumtool", "nsenter", "unshare")
+@needs("corosync, util-linux", "corosync", "corosync-quorumtool", "nsenter", "unshare")
 def test_corosync_with_relay_forms_one_quorate_cluster(vpc):
     deploy_relay(vpc, "corosync", COROSYNC_MEMBERS)
     figures, daemons = run_corosync(vpc, expect_members=2)
@@ -619,7 +624,7 @@ def test_corosync_with_relay_forms_one_quorate_cluster(vpc):
     record("corosync", "corosync", "with_relay", relay_datagrams=relayed_packets(vpc), **figures)
 
 
-@needs("corosync", "corosync-quorumtool", "nsenter", "unshare")
+@needs("corosync, util-linux", "corosync", "corosync-quorumtool", "nsenter", "unshare")
 def test_corosync_needs_capture_mode(vpc):
     deploy_relay(vpc, "corosync", COROSYNC_MEMBERS, without="capture")
     figures, daemons = run_corosync(vpc, expect_members=1)

@@ -470,7 +470,7 @@ def test_client_reload_reports_entries_whose_options_changed(tmp_path):
         for cfg, updated in steps:
             changes = relay.apply_config(config.validate_client_config(cfg))
             assert changes["updated"] == updated and changes["added"] == changes["removed"] == [], (cfg, changes)
-        (kept,) = relay.entries.values()
+        (kept,) = list(relay.entries.values())
         assert kept.raw and kept.source_port == 868
         changes = relay.apply_config(config.validate_client_config({"multi_server_info_array": [entry]}))
         assert changes["updated"] == [described] and not kept.raw and kept.source_port is None

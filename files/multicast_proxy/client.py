@@ -188,7 +188,7 @@ class ClientDaemon(Daemon):
         if self._resume is None:
             # Before the first config's entries exist: they resume their windows.
             self._resume = self.load_replay_state()
-        changes = {"added": [], "removed": [], "ports_opened": [], "ports_closed": [], "errors": []}
+        changes = {"added": [], "removed": [], "updated": [], "ports_opened": [], "ports_closed": [], "errors": []}
         wanted = {}
         for item in cfg[config.CLIENT_TOP_KEY]:
             entry = Entry(item["server_ip"], item["server_port"], item["group_ip"], item["group_port"])
@@ -212,8 +212,12 @@ class ClientDaemon(Daemon):
                 self.entries[key] = entry
                 changes["added"].append(self._describe(entry))
             else:
-                self.entries[key].raw = entry.raw
-                self.entries[key].set_source_port(entry.source_port)
+                kept = self.entries[key]
+                # Kept with its sockets and counters; a changed option is still a change to report.
+                if (kept.raw, kept.source_port) != (entry.raw, entry.source_port):
+                    changes["updated"].append(self._describe(kept))
+                kept.raw = entry.raw
+                kept.set_source_port(entry.source_port)
         self.routes = dict((e.route, e) for e in self.entries.values())
         self.servers = set(client_fastpath.address_key(e.server_ip) for e in self.entries.values())
         addresses = self._scan_local_addresses()

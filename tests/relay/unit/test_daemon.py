@@ -453,6 +453,32 @@ def test_server_diff_apply_keeps_untouched_sockets(tmp_path):
         relay.close_data_sockets()
 
 
+def test_client_reload_reports_entries_whose_options_changed(tmp_path):
+    """preserve_source or source_port changed on a kept entry: "updated", not a silent reload."""
+    relay = ClientDaemon(str(tmp_path))
+    relay.log = daemon.setup_logging("client", str(tmp_path))
+    relay.drop_log = daemon.DropLog(relay.log)
+    port, g = free_udp_port(), random_group()
+    entry = {"server_ip": "127.0.0.1", "server_port": port, "group_ip": g, "group_port": 5000}
+    described = "127.0.0.1:%d -> %s:5000" % (port, g)
+    try:
+        changes = relay.apply_config(config.validate_client_config({"multi_server_info_array": [entry]}))
+        assert changes["added"] == [described] and changes["updated"] == []
+        steps = [({"multi_server_info_array": [entry], "preserve_source": True}, [described]),
+                 # Top-level or per entry: the same re-delivery, nothing changed.
+                 ({"multi_server_info_array": [dict(entry, preserve_source=True)]}, []),
+                 ({"multi_server_info_array": [dict(entry, preserve_source=True, source_port=868)]}, [described])]
+        for cfg, updated in steps:
+            changes = relay.apply_config(config.validate_client_config(cfg))
+            assert changes["updated"] == updated and changes["added"] == changes["removed"] == [], (cfg, changes)
+        (kept,) = list(relay.entries.values())
+        assert kept.raw and kept.source_port == 868
+        changes = relay.apply_config(config.validate_client_config({"multi_server_info_array": [entry]}))
+        assert changes["updated"] == [described] and not kept.raw and kept.source_port is None
+    finally:
+        relay.close_data_sockets()
+
+
 def test_server_group_that_cannot_join_is_reported_and_others_serve(tmp_path):
     relay = ServerDaemon(str(tmp_path))
     relay.log = daemon.setup_logging("server", str(tmp_path))

@@ -269,17 +269,29 @@ def run_server_list(action, directory, out):
                             % action.group_ip)
     state = _joined_by_daemon(action.group_ip, directory) if source == "daemon" else None
     interfaces = state["interfaces"] if state else None
+    dynamic = state.get("dynamic_members", []) if state else []
     if action.json:
-        _dump_json({"source": source, "group_ip": group["group_ip"], "group_port": group["group_port"],
-                    "server_port": group["server_port"], "members": group["member_array"],
-                    "interfaces": interfaces, "join_problem": state["join_problem"] if state else ""}, out)
+        listing = {"source": source, "group_ip": group["group_ip"], "group_port": group["group_port"],
+                   "server_port": group["server_port"], "members": group["member_array"],
+                   "interfaces": interfaces, "join_problem": state["join_problem"] if state else ""}
+        if group.get("allow"):
+            listing.update(allow=group["allow"], dynamic_members=dynamic)
+        _dump_json(listing, out)
         return EXIT_OK
     out.write("group %s:%d, members receive on port %d, picked up on %s\n"
               % (group["group_ip"], group["group_port"], group["server_port"],
                  ",".join(interfaces) if interfaces else _where_joined(group, cfg)))
     if state and state["join_problem"]:
         out.write("not joined: %s\n" % state["join_problem"])
-    out.write(format_table(("MEMBER",), [(m,) for m in group["member_array"]]))
+    if not group.get("allow"):
+        out.write(format_table(("MEMBER",), [(m,) for m in group["member_array"]]))
+        return EXIT_OK
+    out.write("subscriptions from %s, at most %d dynamic members, lease %s s\n" % (
+        ",".join(group["allow"]), group.get("max_members", config.DEFAULT_MAX_MEMBERS),
+        group.get("lease", config.DEFAULT_LEASE)))
+    rows = [(m, "config", "-") for m in group["member_array"]]
+    rows += [(m["member_ip"], "subscription", "%.1f s" % m["lease_age"]) for m in dynamic]
+    out.write(format_table(("MEMBER", "JOINED_BY", "LEASE_AGE"), rows))
     return EXIT_OK
 
 
@@ -317,9 +329,11 @@ def run_stats(action, directory, out):
         if action.json:
             _dump_json({"side": "server", "started": reply["started"], "auth": reply.get("auth"),
                         "auth_status": reply.get("auth_status"), "reloads": reply.get("reloads"),
-                        "metrics": reply.get("metrics"), "sender": reply.get("sender"), "groups": groups}, out)
+                        "metrics": reply.get("metrics"), "sender": reply.get("sender"),
+                        "subscriptions": reply.get("subscriptions"), "groups": groups}, out)
             return EXIT_OK
         write_server_stats(groups, out)
+        write_subscription_status(reply.get("subscriptions"), out)
         write_daemon_status(reply, out)
         return EXIT_OK
     entries = reply["entries"]
@@ -399,9 +413,32 @@ def write_server_stats(groups, out):
         if g.get("join_problem"):
             out.write("not joined %s: %s\n" % (g["group_ip"], g["join_problem"]))
         out.write("\n%s members (server port %s):\n" % (g["group_ip"], g["server_port"]))
-        out.write(format_table(("MEMBER", "TX_PACKETS", "TX_BYTES", "SEND_ERRORS", "LAST_ERROR"),
-                               [(m["member_ip"], m["tx_packets"], m["tx_bytes"], m["send_errors"],
-                                 m["last_error"] or "-") for m in g["members"]]))
+        if g.get("dynamic") is None:
+            out.write(format_table(("MEMBER", "TX_PACKETS", "TX_BYTES", "SEND_ERRORS", "LAST_ERROR"),
+                                   [(m["member_ip"], m["tx_packets"], m["tx_bytes"], m["send_errors"],
+                                     m["last_error"] or "-") for m in g["members"]]))
+            continue
+        out.write(format_table(("MEMBER", "JOINED_BY", "LEASE_AGE", "TX_PACKETS", "TX_BYTES", "SEND_ERRORS",
+                                "LAST_ERROR"),
+                               [(m["member_ip"], m["joined_by"], "%.1f s" % m["lease_age"] if "lease_age" in m
+                                 else "-", m["tx_packets"], m["tx_bytes"], m["send_errors"], m["last_error"] or "-")
+                                for m in g["members"]]))
+        dynamic = g["dynamic"]
+        out.write("subscriptions: %s\n" % " ".join("%s=%d" % item for item in sorted(dynamic["events"].items())))
+        for gone in dynamic["departed"][-4:]:
+            out.write("departed: %s by %s after %.1f s, sent %s copies\n" % (
+                gone["member_ip"], gone["left_by"], gone["subscribed_seconds"], gone.get("tx_packets", "?")))
+
+
+def write_subscription_status(status, out):
+    """The server's subscription refusals (the stats reply's ``subscriptions``), when any group takes them."""
+    if not status or not status["ports"]:
+        return
+    refused = " ".join("%s=%d" % item for item in sorted(status["refusals"].items()) if item[1]) or "none"
+    out.write("subscriptions: ports %s, %d dynamic members; refused: %s\n" % (
+        ",".join(str(port) for port in status["ports"]), status["members"], refused))
+    for error in status["errors"]:
+        out.write("subscriptions: NOT taken: %s\n" % error)
 
 
 def write_client_stats(entries, drops, listen_errors, out):
@@ -411,6 +448,13 @@ def write_client_stats(entries, drops, listen_errors, out):
         [(e["server_ip"], e["server_port"], "%s:%d" % (e["group_ip"], e["group_port"]),
           ",".join(e["interfaces"]) or "-", e["rx_packets"], e["rx_bytes"], e["delivered_packets"], e["lost"],
           e["duplicates"], e["reordered"]) for e in entries]))
+    for e in entries:
+        if e.get("dynamic"):
+            state = e["dynamic"]
+            out.write("dynamic %s:%d from %s: %s%s, %s\n" % (
+                e["group_ip"], e["group_port"], e["server_ip"], state["state"],
+                " (%s)" % state["refusal"] if state["refusal"] else "",
+                " ".join("%s=%d" % item for item in sorted(state["counters"].items()))))
     out.write("drops: %s\n" % (" ".join("%s=%d" % (k, v) for k, v in sorted(drops.items()))))
     for message in listen_errors:
         out.write("error: %s\n" % message)

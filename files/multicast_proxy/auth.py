@@ -203,14 +203,15 @@ class Verifier:
         self.unbound = previous.unbound if previous is not None else 0
         self.legacy_allowed = legacy_allowed
 
-    def check(self, view, flags, key_id, payload_end, server, window):
+    def check(self, view, flags, key_id, payload_end, server, window=None):
         """None when the frame carries a valid tag, else the drop reason.
 
         ``payload_end`` is where the tag starts (what ``frame.parse_from``
         returns); the tag covers ``server`` (``server_identity`` of the
         address the frame came from) and ``view[:payload_end]``.  ``window``
         is the entry's ReplayWindow: its ``bound`` flag records that the
-        entry's server sends tags that name it.  A frame with a wrong tag
+        entry's server sends tags that name it; None for messages that have
+        no legacy form (subscriptions), which need a tag that names them.  A frame with a wrong tag
         costs a second HMAC (the legacy form), so that a downgrade is told
         apart from a forgery.
         """
@@ -222,8 +223,11 @@ class Verifier:
         covered = view[:payload_end]
         tag = view[payload_end:payload_end + TAG_LEN]
         if hmac.compare_digest(keyed.tag(server, covered), tag):
-            window.bound = True
+            if window is not None:
+                window.bound = True
             return None
+        if window is None:
+            return "auth_bad"
         if not hmac.compare_digest(keyed.tag(LEGACY_IDENTITY, covered), tag):
             return "auth_bad"
         if window.bound or not self.legacy_allowed:

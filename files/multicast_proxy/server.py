@@ -36,6 +36,7 @@ import time
 
 from . import auth, capture, relay_config as config, frame, mmsg, netinfo, replay, server_fastpath
 from .daemon import Daemon, set_buffer
+from .server_subscriptions import DynamicMembers
 
 # Socket options the socket module of older Pythons may lack (Linux values).
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
@@ -302,7 +303,7 @@ class Group:
                 "drops": dict(self.drops), "members": [self.member_dict(ip) for ip in self.members]}
 
 
-class ServerDaemon(Daemon):
+class ServerDaemon(DynamicMembers, Daemon):
     side = "server"
 
     def __init__(self, directory=None):
@@ -327,6 +328,8 @@ class ServerDaemon(Daemon):
         self.source_port_error = ""
         self.receiver = None    # server_fastpath.BurstReceiver where recvmmsg and sendmmsg can be called
         self.signer = None      # auth.Signer while auth_keys.json exists
+        self.verifier = None    # auth.Verifier of subscriptions while auth_keys.json exists
+        self.init_dynamic_members()
         self._src_cache = {}
         self._next_retry = 0.0
         # The last interface scan for the groups with a join setting, with the memberships a
@@ -348,9 +351,10 @@ class ServerDaemon(Daemon):
 
     def apply_auth(self, keys):
         self.signer = auth.Signer(keys) if keys is not None else None
+        self.verifier = auth.Verifier(keys) if keys is not None else None
         self._bind_signers(self.cfg)
 
-    def _bind_signers(self, cfg):
+    def _bind_signers(self, cfg, groups=None):
         """Give every group the signer of the address its members receive from (tags name their server).
 
         That address is the config's top-level ``address``, else the local
@@ -365,7 +369,7 @@ class ServerDaemon(Daemon):
         configured = (cfg or {}).get("address")
         legacy = bool((cfg or {}).get("legacy_tags"))
         sources = {}
-        for group in self.groups.values():
+        for group in self.groups.values() if groups is None else groups:
             address = configured
             if address is None:
                 for member in group.members:
@@ -455,6 +459,7 @@ class ServerDaemon(Daemon):
     def apply_config(self, cfg):
         changes = {"added": [], "removed": [], "rejoined": [], "updated": [], "errors": []}
         self._bind_source_port(cfg, changes)
+        self.configure_dynamic_members(cfg[config.SERVER_TOP_KEY])
         joined = []
         wanted = {}
         for entry in cfg[config.SERVER_TOP_KEY]:
@@ -489,7 +494,7 @@ class ServerDaemon(Daemon):
             current = self.groups.get(group_ip)
             if current is not None and current.key == (group_ip, entry["group_port"], interface, mode, join) \
                     and not current.error:
-                if current.set_members(entry["member_array"], entry["server_port"], self.fan_out):
+                if current.set_members(self._fan_out_members(group_ip), entry["server_port"], self.fan_out):
                     changes["updated"].append(group_ip)
                 if join is not None:
                     # A reload looks again (a raised igmp_max_memberships, say).
@@ -506,7 +511,7 @@ class ServerDaemon(Daemon):
                 changes["rejoined"].append(group_ip)
             else:
                 changes["added"].append(group_ip)
-            group.set_members(entry["member_array"], entry["server_port"], self.fan_out)
+            group.set_members(self._fan_out_members(group_ip), entry["server_port"], self.fan_out)
             self.groups[group_ip] = group
             if error:
                 group.error = error
@@ -526,6 +531,7 @@ class ServerDaemon(Daemon):
                 joined.append(group)
         self._bind_signers(cfg)
         self._log_joined(joined)
+        self._sync_subscription_sockets(changes)
         return changes
 
     def _scan_interfaces(self):
@@ -624,6 +630,7 @@ class ServerDaemon(Daemon):
         group.close()
 
     def close_data_sockets(self):
+        self.close_subscription_sockets()
         for group_ip in list(self.groups):
             self._remove_group(group_ip)
         if self.receiver is not None:
@@ -838,8 +845,8 @@ class ServerDaemon(Daemon):
     def stats(self):
         return {"side": "server", "started": int(self.started),
                 "auth": {"send_key_id": self.signer.key_id} if self.signer is not None else None,
-                "sender": self.sender_status(),
-                "groups": [self.groups[g].as_dict() for g in sorted(self.groups, key=frame.ip_to_int)]}
+                "sender": self.sender_status(), "subscriptions": self.subscription_status(),
+                "groups": [self._group_stats(self.groups[g]) for g in sorted(self.groups, key=frame.ip_to_int)]}
 
     def sender_status(self):
         """Where the copies leave from: the configured source_port (None: any), the bound port, and an error."""
@@ -851,5 +858,6 @@ class ServerDaemon(Daemon):
         return {"side": "server", "config": self.cfg, "sender": self.sender_status(),
                 "groups": [{"group_ip": g.group_ip, "interface": g.interface, "interfaces": g.interfaces,
                             "join_interfaces": g.join_setting(), "join_problem": g.join_problem,
-                            "state": "error" if g.error else "joined", "error": g.error}
+                            "state": "error" if g.error else "joined", "error": g.error,
+                            "dynamic_members": self._dynamic_members(g.group_ip)}
                            for g in self.groups.values()]}

@@ -88,7 +88,7 @@ PLACES = (GROUP, ENTRY, SERVER, CLIENT)
 # other row is parsed by its kind alone and copied through by its ``written``.
 CORE_KEYS = ("group_ip", "server_port", "group_port", "member_array", "server_ip")
 KINDS = ("group_ip", "unicast_ip", "port", "group_port", "members", "interface", "flag", "choice", "listen",
-         "prom_file", "join_interfaces")
+         "prom_file", "join_interfaces", "networks", "count", "seconds")
 # How much the server's metrics say about members: per-group sums, or a series per member as well.
 METRICS_DETAILS = ("group", "member")
 # The metrics endpoint's address when a setting gives only a port: loopback, so nothing is opened by accident.
@@ -100,6 +100,14 @@ JOIN_ALL = "all"
 JOIN_ROUTE = "route"
 # More interfaces than any host has; a socket holds at most igmp_max_memberships anyway.
 MAX_JOIN_INTERFACES = 64
+# Dynamic members (a group with ``allow``): how many at most, and how long a
+# subscription lasts without a refresh (clients refresh every third of it, so
+# a member whose leave is lost stops getting copies within 2 s).
+DEFAULT_MAX_MEMBERS = 256
+DEFAULT_LEASE = 1.5
+MIN_LEASE = 0.5
+MAX_LEASE = 300.0
+MAX_ALLOW_NETWORKS = 64
 
 SCHEMA = (
     Option("group_ip", GROUP, "group_ip", True, None, "always", "-m/--multiip", "group_ip", "group_ip", None,
@@ -123,6 +131,12 @@ SCHEMA = (
     Option("capture", GROUP, "flag", False, False, "not default", "--capture", "capture", "capture", None,
            "pick the group's datagrams up from the interface (senders that turn multicast loopback off, "
            "any port)"),
+    Option("allow", GROUP, "networks", False, "nobody subscribes", "when set", "--allow", "allow", None, None,
+           "IPv4 networks (CIDR, comma-separated on a command line) whose hosts may subscribe as dynamic members"),
+    Option("max_members", GROUP, "count", False, DEFAULT_MAX_MEMBERS, "not default", "--max-members", "max_members",
+           None, None, "the most dynamic members the group admits at once (only with allow)"),
+    Option("lease", GROUP, "seconds", False, DEFAULT_LEASE, "not default", "--lease", "lease", None, None,
+           "seconds a subscription lasts without a refresh; clients refresh every third of it (only with allow)"),
     Option("server_ip", ENTRY, "unicast_ip", True, None, "always", "-i/--ip", "server_ip", None, None,
            "unicast address of the relay server the copies come from"),
     Option("server_port", ENTRY, "port", True, None, "always", "-s/--sport", "server_port", "server_port", None,
@@ -139,6 +153,8 @@ SCHEMA = (
     Option("preserve_source", ENTRY, "flag", False, False, "not default", "--preserve-source", "preserve_source",
            "preserve_source", None,
            "re-deliver with the original sender's address and port (for applications that check them)"),
+    Option("dynamic", ENTRY, "flag", False, False, "not default", "--dynamic", "dynamic", None, None,
+           "subscribe to the server while a local application has joined the group (its group needs allow)"),
     Option("interface", SERVER, "interface", False, "none: join_interfaces decides", "when set",
            "--set interface=", "interface", None, None,
            "the one interface the server joins every group on that names none"),
@@ -217,9 +233,11 @@ def module_argument_spec(place):
             spec[option.module] = dict(type="bool")
         elif option.kind == "choice":
             spec[option.module] = dict(type="str", choices=list(option.choices))
-        elif option.kind == "port":
+        elif option.kind in ("port", "count"):
             spec[option.module] = dict(type="int")
-        elif option.kind == "join_interfaces":
+        elif option.kind == "seconds":
+            spec[option.module] = dict(type="float")
+        elif option.kind in ("networks", "join_interfaces"):
             spec[option.module] = dict(type="list", elements="str")
         else:
             spec[option.module] = dict(type="str")
@@ -281,6 +299,17 @@ def parse_option_text(option, value, what):
         elif isinstance(value, (list, tuple)) and len(value) == 1 and value[0] in (JOIN_ALL, JOIN_ROUTE):
             value = value[0]
         return parse_join_interfaces(value, what)
+    if option.kind in ("networks", "count", "seconds"):
+        if value == "" or value == []:
+            return ""
+        if option.kind == "networks" and isinstance(value, str):
+            value = [item.strip() for item in value.split(",")]
+        elif option.kind != "networks" and isinstance(value, str):
+            try:
+                value = float(value) if option.kind == "seconds" else int(value)
+            except ValueError:
+                raise ConfigError(what, "%s is not a number" % json.dumps(value))
+        return _PARSERS[option.kind](value, what)
     raise ConfigError(what, "%s options cannot be set this way" % option.kind)
 
 
@@ -447,7 +476,54 @@ def parse_join_interfaces(value, what):
     return result
 
 
-_PARSERS = {"listen": parse_listen, "prom_file": parse_prom_file, "join_interfaces": parse_join_interfaces}
+def parse_networks(value, what):
+    """A list of IPv4 networks in CIDR form ("10.0.0.0/8"; a bare address is a /32), normalized."""
+    if not isinstance(value, list):
+        raise ConfigError(what, "expected a list of networks such as [\"10.0.0.0/24\"], found %s" % _json_type(value))
+    if not value:
+        raise ConfigError(what, "empty; give at least one network, or remove allow so that nobody subscribes")
+    if len(value) > MAX_ALLOW_NETWORKS:
+        raise ConfigError(what, "%d networks; at most %d, give wider ones" % (len(value), MAX_ALLOW_NETWORKS))
+    networks = []
+    for index, item in enumerate(value):
+        where = "%s[%d]" % (what, index)
+        if not isinstance(item, str):
+            raise ConfigError(where, "expected a network as a string, found %s" % _json_type(item))
+        address, slash, bits = item.partition("/")
+        number = _ipv4_value(address, where)
+        if slash and (not _DECIMAL.fullmatch(bits) or int(bits) > 32 or (len(bits) > 1 and bits[0] == "0")):
+            raise ConfigError(where, "%s: the prefix length after / must be 0 to 32" % json.dumps(item))
+        length = int(bits) if slash else 32
+        mask = (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
+        if number & ~mask & 0xFFFFFFFF:
+            network = socket.inet_ntoa((number & mask).to_bytes(4, "big"))
+            raise ConfigError(where, "%s has host bits set; write the network %s/%d" % (item, network, length))
+        if (number >> 28) == 0xE and length >= 4:
+            raise ConfigError(where, "%s is multicast; subscribers have unicast addresses" % item)
+        text = "%s/%d" % (address, length)
+        if text not in networks:
+            networks.append(text)
+    return networks
+
+
+def parse_count(value, what):
+    """The most dynamic members of a group: 1..MAX_MEMBERS."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_MEMBERS:
+        raise ConfigError(what, "%s is not a member count; use an integer from 1 to %d"
+                          % (json.dumps(value), MAX_MEMBERS))
+    return value
+
+
+def parse_seconds(value, what):
+    """A lease: MIN_LEASE..MAX_LEASE seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_LEASE <= value <= MAX_LEASE:
+        raise ConfigError(what, "%s is not a lease; give seconds from %s to %s"
+                          % (json.dumps(value), MIN_LEASE, MAX_LEASE))
+    return value
+
+
+_PARSERS = {"listen": parse_listen, "prom_file": parse_prom_file, "join_interfaces": parse_join_interfaces,
+            "networks": parse_networks, "count": parse_count, "seconds": parse_seconds}
 
 
 def _require_dict(obj, path, expected):
@@ -525,7 +601,7 @@ def _config_value(option, value, path):
         if not isinstance(value, str):
             raise ConfigError(path, "expected an IPv4 address as a string, found %s" % _json_type(value))
         return parse_unicast_ip(value, path)
-    if option.kind in ("listen", "prom_file", "join_interfaces"):
+    if option.kind in _PARSERS:
         return _PARSERS[option.kind](value, path)
     if option.kind == "port":
         return parse_port(value, path, allow_text=False)
@@ -654,6 +730,10 @@ def _validate_group(group, path, known_members):
     # Written back only when not the default, so seed-format files round-trip unchanged.
     normalized = _copy_optional(group, normalized, GROUP, path + ".", {"protocol": protocol, "capture": capture})
     _check_one_join_setting(normalized, path + ".")
+    for key in ("max_members", "lease"):
+        if key in group and "allow" not in normalized:
+            raise ConfigError(path + "." + key, "only a group with allow has dynamic members; add allow (--allow "
+                                                "CIDR) or remove %s" % key)
     return normalized
 
 

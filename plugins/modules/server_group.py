@@ -83,6 +83,24 @@ options:
       - For senders that turn multicast loopback off, and for every port of a group (O(group_port=0)).
       - Omit it to keep the current value (off for a new group).
     type: bool
+  allow:
+    description:
+      - IPv4 networks in CIDR form whose hosts may subscribe to the group as dynamic members,
+        C(multis_admin --allow); see docs/dynamic-membership.md.
+      - An empty list removes the setting (nobody subscribes); omit it to keep the current value.
+    type: list
+    elements: str
+  max_members:
+    description:
+      - The most dynamic members the group admits at once, C(multis_admin --max-members) (only with O(allow)).
+      - Omit it to keep the current value (256 for a new group).
+    type: int
+  lease:
+    description:
+      - Seconds a subscription lasts without a refresh, C(multis_admin --lease); clients refresh every third of
+        it (only with O(allow)).
+      - Omit it to keep the current value (1.5 for a new group).
+    type: float
   state:
     description:
       - V(present) creates or updates the group, V(absent) removes it (C(multis_admin -D)).

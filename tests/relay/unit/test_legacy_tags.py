@@ -184,3 +184,11 @@ def test_legacy_tags_is_a_server_setting_of_the_schema():
     assert config.validate_server_config({"multi_group_array": [], "legacy_tags": True})["legacy_tags"] is True
     with pytest.raises(config.ConfigError):
         config.validate_server_config({"multi_group_array": [], "legacy_tags": "yes"})
+
+
+def test_a_message_without_a_legacy_form_needs_a_tag_that_names_its_sender():
+    """Subscriptions (issue 17) were never tagged the old way: a legacy tag on one is simply wrong."""
+    verifier = auth.Verifier({"send_key_id": 1, "keys": {1: SECRET_1}})
+    assert check(verifier, make(SECRET_1, 1, legacy=False), None) is None
+    assert check(verifier, make(SECRET_1, 2, legacy=True), None) == "auth_bad"
+    assert verifier.unbound == 0

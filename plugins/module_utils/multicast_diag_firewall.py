@@ -164,12 +164,29 @@ def _nft_walk(rules_by_chain, table, chain, packet, depth):
     return None
 
 
+def _nft_resolve_sets(value, sets, table):
+    """A copy of a rule's JSON with each named set reference ("@servers") replaced by the set's
+    elements; a set the ruleset does not list stays a name, which no match claims."""
+    if isinstance(value, str) and value.startswith("@") and (table, value[1:]) in sets:
+        return {"set": sets[(table, value[1:])]}
+    if isinstance(value, dict):
+        return dict((key, _nft_resolve_sets(item, sets, table)) for key, item in value.items())
+    if isinstance(value, list):
+        return [_nft_resolve_sets(item, sets, table) for item in value]
+    return value
+
+
 def nft_input_verdict(ruleset_json, packet):
     """("drop"|"reject", where) when the input hook certainly refuses the packet, else None."""
     try:
         items = json.loads(ruleset_json).get("nftables", [])
     except (ValueError, AttributeError):
         raise FactsError("the nftables ruleset is not `nft -j list ruleset` JSON")
+    sets = {}
+    for item in items:
+        named = item.get("set")
+        if named:
+            sets[((named.get("family"), named.get("table")), named.get("name"))] = named.get("elem", [])
     base_chains = []
     rules_by_chain = {}
     for item in items:
@@ -180,6 +197,8 @@ def nft_input_verdict(ruleset_json, packet):
         rule = item.get("rule")
         if rule:
             table = (rule.get("family"), rule.get("table"))
+            if sets:
+                rule = _nft_resolve_sets(rule, sets, table)
             rules_by_chain.setdefault((table, rule.get("chain")), []).append(rule)
     for chain in sorted(base_chains, key=lambda c: c.get("prio", 0)):
         table = (chain.get("family"), chain.get("table"))

@@ -25,6 +25,7 @@ __metaclass__ = type
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -208,3 +209,48 @@ def test_preflight_refuses_a_named_interpreter_that_does_not_run_without_install
     assert "Set multicast_proxy_python_interpreter to the path of a Python 3.6 or newer" in output
     assert "(it is %s now)" % missing in output
     assert "Alibaba_3.yml" in output
+
+
+# What the roles' meta/main.yml declare (Galaxy's names; EL covers the RHEL rebuilds and
+# Alibaba Cloud Linux 3, which Galaxy has no name for).
+META_PLATFORMS = [{"name": "Debian", "versions": ["bullseye", "bookworm", "trixie"]},
+                  {"name": "Ubuntu", "versions": ["focal", "jammy", "noble"]},
+                  {"name": "EL", "versions": ["8", "9"]}]
+README_ROWS = ["| Debian 11 (bullseye) |", "| Debian 12 (bookworm) |", "| Debian 13 (trixie) |",
+               "| Ubuntu 20.04, 22.04, 24.04 |", "| RHEL, Rocky, AlmaLinux 9 |", "| RHEL, Rocky, AlmaLinux 8 |",
+               "| Alibaba Cloud Linux 3 |"]
+
+
+def _yaml(*path):
+    import yaml
+    with open(os.path.join(COLLECTION_ROOT, *path)) as handle:
+        return yaml.safe_load(handle)
+
+
+@pytest.mark.parametrize("role", ["client", "common", "server"])
+def test_the_roles_declare_the_supported_platforms(role):
+    assert _yaml("roles", role, "meta", "main.yml")["galaxy_info"]["platforms"] == META_PLATFORMS
+
+
+def test_the_readme_support_table_has_a_row_per_platform_with_how_it_is_tested():
+    with open(os.path.join(COLLECTION_ROOT, "README.md")) as handle:
+        rows = [line for line in handle.read().splitlines() if line.startswith("| ")]
+    for start in README_ROWS:
+        (row,) = [line for line in rows if line.startswith(start)]
+        tested = row.rstrip(" |").rsplit("|", 1)[1].strip()
+        assert tested.startswith("containers: molecule") == start.startswith("| Debian"), row
+        assert tested.startswith(("containers: molecule", "per-platform checks only")), row
+
+
+def test_requires_ansible_admits_exactly_the_tested_ansible_core_releases():
+    from ansible.release import __version__
+    from packaging.specifiers import SpecifierSet
+    admitted = SpecifierSet(_yaml("meta", "runtime.yml")["requires_ansible"])
+    with open(os.path.join(COLLECTION_ROOT, "scripts", "run-ansible-matrix.sh")) as handle:
+        matrix = re.search(r"^\s*releases=\(([\d. ]+)\)", handle.read(), re.M).group(1).split()
+    assert matrix == ["2.16", "2.17", "2.18"]
+    # The matrix, and 2.19 of .venv (make modules, make sanity).
+    for release in matrix + ["2.19"]:
+        assert release + ".0" in admitted
+    assert "2.15.13" not in admitted and "2.20.0" not in admitted
+    assert admitted.contains(__version__, prereleases=True)

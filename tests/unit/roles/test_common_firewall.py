@@ -8,7 +8,8 @@ mode with --diff (the table file's content is read from the diff), the file
 is checked with ``nft -c`` and then loaded into a network namespace of its own
 (``unshare --net``), where the doctor's evaluator judges packets against the
 live ruleset: the relay servers pass, anything else sent to the relay ports
-is dropped by ``table inet multicast_proxy``.  On a platform whose firewall
+is dropped by ``table inet multicast_proxy``, except multicast (a group's
+re-delivered copies loop back through the hook).  On a platform whose firewall
 is firewalld or ufw and not running here, the role says so and opens nothing.
 """
 
@@ -110,6 +111,9 @@ def test_nftables_table_lets_the_servers_in_and_drops_the_rest_on_the_relay_port
     verdict = nft_input_verdict(ruleset, packet("10.0.0.7", 65535))
     assert verdict[0] == "drop" and "table inet multicast_proxy" in verdict[1]
     assert nft_input_verdict(ruleset, packet("10.0.0.7", 5001)) is None
+    # The re-delivered copies of a group whose port is a relay port loop back through the hook.
+    looped = dict(packet("10.0.0.9", 65535), daddr="224.1.2.3", iifname="lo")
+    assert nft_input_verdict(ruleset, looped) is None
 
 
 def test_nothing_to_open_and_no_table_installed_changes_nothing(tmp_path):

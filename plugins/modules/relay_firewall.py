@@ -162,8 +162,8 @@ class Firewall(object):
         """Output of a command that changes nothing; fails the module when it fails."""
         rc, out, err = self.module.run_command([self.program] + list(args))
         if rc != 0:
-            self.module.fail_json(msg="%s %s failed (rc %d): %s" % (self.program, " ".join(args), rc,
-                                                                  (err or out).strip()))
+            self.module.fail_json(msg="%s %s failed (rc %d): %s"
+                                  % (self.program, " ".join(args), rc, (err or out).strip()))
         return out
 
     def change(self, *args):
@@ -172,8 +172,8 @@ class Firewall(object):
             return
         rc, out, err = self.module.run_command([self.program] + list(args))
         if rc != 0:
-            self.module.fail_json(msg="%s %s failed (rc %d): %s" % (self.program, " ".join(args), rc,
-                                                                  (err or out).strip()), commands=self.commands)
+            self.module.fail_json(msg="%s %s failed (rc %d): %s"
+                                  % (self.program, " ".join(args), rc, (err or out).strip()), commands=self.commands)
 
 
 def apply_firewalld(module, sources, ports):

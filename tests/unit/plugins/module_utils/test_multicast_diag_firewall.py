@@ -80,22 +80,23 @@ def test_unknown_firewall_format_is_refused():
 
 
 # Captured from EL 9 (firewalld 1.3): the default zone, the relay port not open.
-FIREWALLD_LIST_ALL = """\
-public (active)
-  target: default
-  icmp-block-inversion: no
-  interfaces: eth0
-  sources: 
-  services: cockpit dhcpv6-client ssh
-  ports: 9100/tcp
-  protocols: 
-  forward: yes
-  masquerade: no
-  forward-ports: 
-  source-ports: 
-  icmp-blocks: 
-  rich rules: 
-"""
+FIREWALLD_LIST_ALL = "\n".join([
+    "public (active)",
+    "  target: default",
+    "  icmp-block-inversion: no",
+    "  interfaces: eth0",
+    "  sources: ",
+    "  services: cockpit dhcpv6-client ssh",
+    "  ports: 9100/tcp",
+    "  protocols: ",
+    "  forward: yes",
+    "  masquerade: no",
+    "  forward-ports: ",
+    "  source-ports: ",
+    "  icmp-blocks: ",
+    "  rich rules: ",
+    "",
+])
 RICH_RULE = '\trule family="ipv4" source address="%s" port port="47001" protocol="udp" accept\n'
 # Captured from Ubuntu 24.04 (ufw 0.36.2).
 UFW_STATUS = """\

@@ -129,3 +129,31 @@ def test_a_platform_firewall_that_does_not_run_is_left_alone_with_a_message(tmp_
     assert rc == 0, output
     assert "firewalld is not running on localhost: nothing was opened" in output
     assert "changed: [localhost]" not in output
+
+
+def test_the_client_role_opens_its_relay_ports_to_the_servers_of_its_entries_only_when_asked():
+    """roles/client/vars/main.yml: the lists the client role passes to the firewall entry point."""
+    import yaml
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+    from ansible_collections.multicast.proxy.tests.unit.compat import trust_as_template
+
+    with open(os.path.join(COLLECTION_ROOT, "roles", "client", "vars", "main.yml")) as handle:
+        values = yaml.safe_load(handle)
+    config = {"multi_server_info_array": [
+        {"server_ip": "10.0.0.6", "server_port": 65535, "group_ip": "224.1.2.3", "group_port": 65535},
+        {"server_ip": "10.0.0.5", "server_port": 5000, "group_ip": "224.1.2.4", "group_port": 5000},
+        {"server_ip": "10.0.0.6", "server_port": 5000, "group_ip": "224.1.2.4", "group_port": 5000}]}
+
+    def render(name, **inventory):
+        variables = dict(((key, trust_as_template(value) if isinstance(value, str) else value)
+                          for key, value in values.items()), __client_config=config, **inventory)
+        value = Templar(loader=DataLoader(), variables=variables).template(trust_as_template(values[name]))
+        return yaml.safe_load(value) if isinstance(value, str) else value
+
+    assert render("__client_firewall_sources") == ["10.0.0.6", "10.0.0.5"]
+    assert render("__client_firewall_ports") == [5000, 65535]
+    assert render("__client_firewall_wanted") is False
+    assert render("__client_firewall_wanted", multicast_proxy_firewall_open=True) is True
+    assert render("__client_firewall_wanted", multicast_proxy_firewall_open=True, multicast_proxy_state="absent") \
+        is False

@@ -19,6 +19,10 @@ _LOADERS = {"server": config.load_server_config, "client": config.load_client_co
 # How long the doctor watches for the local source's datagrams: an active source sends many in this
 # time; an idle one gives no observation (and no finding).
 SOURCE_WATCH_SECONDS = 2.0
+# The host firewall's own view first (its name goes into the finding), then
+# the first ruleset dump that works.
+_MANAGER_COMMANDS = (("firewall-cmd", ["firewall-cmd", "--list-all"], "firewalld-list-all"),
+                     ("ufw", ["ufw", "status", "verbose"], "ufw-status"))
 _FIREWALL_COMMANDS = (("nft", ["nft", "-j", "list", "ruleset"], "nft-json"),
                       ("iptables-save", ["iptables-save"], "iptables-save"))
 
@@ -41,16 +45,26 @@ def _daemon_stats(side, conf_dir):
     return reply, None
 
 
+def _run(argv):
+    result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+                            universal_newlines=True, timeout=30)
+    return result.stdout if result.returncode == 0 else None
+
+
 def _firewall():
-    """The first ruleset dump that works; None without nft or iptables-save."""
+    """What firewalld and ufw say where they run, then the first ruleset dump that
+    works; None with none of them (firewall-cmd fails when firewalld is not running)."""
+    found = []
+    for program, argv, fmt in _MANAGER_COMMANDS:
+        text = _run(argv) if shutil.which(program) else None
+        if text and (fmt != "ufw-status" or text.startswith("Status: active")):
+            found.append({"format": fmt, "text": text})
     for program, argv, fmt in _FIREWALL_COMMANDS:
-        if shutil.which(program) is None:
-            continue
-        result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
-                                universal_newlines=True, timeout=30)
-        if result.returncode == 0:
-            return {"format": fmt, "text": result.stdout}
-    return None
+        text = _run(argv) if shutil.which(program) else None
+        if text is not None:
+            found.append({"format": fmt, "text": text})
+            break
+    return found or None
 
 
 def _source_interfaces(server_config):

@@ -28,7 +28,7 @@ __metaclass__ = type
 
 import collections
 
-from .multicast_diag_firewall import firewall_verdict
+from .multicast_diag_firewall import firewall_verdict, firewalls_verdict
 from .multicast_diag_kernel import (
     FactsError,
     collect_facts,
@@ -526,6 +526,23 @@ def _host_address(host, interface):
     return None
 
 
+def _open_server_port(name, server_ip, server_port):
+    """How to let a relay server's frames reach the client port, in the firewall that refuses them."""
+    if name == "firewalld":
+        return ("multicast_proxy_firewall_open: true for the client role, or firewall-cmd --permanent "
+                "--add-rich-rule='rule family=\"ipv4\" source address=\"%s\" port port=\"%d\" protocol=\"udp\" "
+                "accept' and firewall-cmd --reload" % (server_ip, server_port))
+    if name == "ufw":
+        return ("multicast_proxy_firewall_open: true for the client role, or ufw allow from %s to any port %d "
+                "proto udp" % (server_ip, server_port))
+    if name.startswith("nftables (the relay's own table)"):
+        return ("%s is not among the servers of table inet multicast_proxy: run the client role again so that "
+                "the table follows the inventory, or turn multicast_proxy_firewall_open off" % server_ip)
+    if name == "iptables":
+        return "allow it: iptables -I INPUT -p udp -s %s --dport %d -j ACCEPT" % (server_ip, server_port)
+    return "allow it: nft add rule inet filter input ip saddr %s udp dport %d accept" % (server_ip, server_port)
+
+
 def _rules_firewall(host, interfaces, server_config, client_config, firewall, findings):
     if not firewall:
         return
@@ -533,27 +550,26 @@ def _rules_firewall(host, interfaces, server_config, client_config, firewall, fi
         interface = host.route_interface(server_ip)
         packet = {"l4proto": "udp", "saddr": server_ip, "daddr": _host_address(host, interface),
                   "dport": server_port, "iifname": interface, "ct_state": "new", "nfproto": "ipv4"}
-        verdict = firewall_verdict(firewall, packet)
+        verdict = firewalls_verdict(firewall, packet)
         if verdict:
             findings.append(_finding(
                 "firewall-blocks-server-port", "error", "udp/%d" % server_port,
-                "the local firewall %ss UDP from relay server %s to port %d (%s)"
-                % (verdict[0], server_ip, server_port, verdict[1]),
+                "the host firewall (%s) %ss UDP from relay server %s to port %d (%s)"
+                % (verdict[2], verdict[0], server_ip, server_port, verdict[1]),
                 "the relay's frames for %s:%d never reach the client socket" % (group_ip, group_port),
-                "allow it: nft add rule inet filter input ip saddr %s udp dport %d accept (or the "
-                "equivalent iptables -I INPUT -p udp -s %s --dport %d -j ACCEPT)"
-                % (server_ip, server_port, server_ip, server_port),
+                _open_server_port(verdict[2], server_ip, server_port),
                 [("client", group_ip)]))
     for group in server_groups(server_config):
         group_ip, group_port = group.group_ip, group.group_port
         interface = (interfaces["server"].get(group_ip, {}).get("interfaces") or [None])[0]
         packet = {"l4proto": "udp", "saddr": _host_address(host, interface), "daddr": group_ip,
                   "dport": group_port, "iifname": interface, "ct_state": "new", "nfproto": "ipv4"}
-        verdict = firewall_verdict(firewall, packet)
+        verdict = firewalls_verdict(firewall, packet)
         if verdict:
             findings.append(_finding(
                 "firewall-blocks-group-port", "error", "%s:%d" % (group_ip, group_port),
-                "the local firewall %ss UDP to %s:%d (%s)" % (verdict[0], group_ip, group_port, verdict[1]),
+                "the host firewall (%s) %ss UDP to %s:%d (%s)"
+                % (verdict[2], verdict[0], group_ip, group_port, verdict[1]),
                 "the local source's looped-back datagrams pass the input hook too; the relay server "
                 "receives none of them",
                 "allow it: nft add rule inet filter input ip daddr %s udp dport %d accept"
@@ -845,7 +861,8 @@ def diagnose(facts, server_config=None, client_config=None, server_stats=None, c
     ``server_config``/``client_config``: validated relay configs (or None).
     ``server_stats``/``client_stats``: the ``-P --json`` replies (None when the
     daemon is down).  ``services``: {"server"|"client": {"installed", "running",
-    "error"}}.  ``firewall``: {"format": "nft-json"|"iptables-save", "text"}.
+    "error"}}.  ``firewall``: {"format", "text"} or a list of them, format nft-json,
+    iptables-save, firewalld-list-all (``firewall-cmd --list-all``) or ufw-status (``ufw status verbose``).
     ``port_probes``: results of probe_port_shareable with "group", "port", "side".
     ``config_errors``: {"server"|"client": ConfigError text} for a config file
     that does not validate (its config is then None).

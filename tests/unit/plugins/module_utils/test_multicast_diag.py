@@ -367,6 +367,22 @@ def test_invalid_config_is_a_finding():
     assert "multic_admin --check-config" in findings[0]["fix"]
 
 
+def test_the_host_firewall_that_blocks_the_server_port_is_named_with_its_fix():
+    from ansible_collections.multicast.proxy.tests.unit.plugins.module_utils.test_multicast_diag_firewall import (
+        FIREWALLD_LIST_ALL,
+        UFW_STATUS,
+    )
+    for fmt, text, name, fix in [
+            ("firewalld-list-all", FIREWALLD_LIST_ALL, "firewalld", "firewall-cmd --permanent --add-rich-rule="),
+            ("ufw-status", UFW_STATUS, "ufw", "ufw allow from 10.0.0.1 to any port 47001 proto udp")]:
+        firewall = [{"format": fmt, "text": text}, nft_ruleset([])]
+        findings = diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), client_config=client_config(),
+                                 client_stats=client_stats(0), services=RUNNING, firewall=firewall)
+        assert serious(findings) == [("firewall-blocks-server-port", "error")]
+        assert findings[0]["what"].startswith("the host firewall (%s) " % name), findings[0]["what"]
+        assert "multicast_proxy_firewall_open: true" in findings[0]["fix"] and fix in findings[0]["fix"]
+
+
 def test_nft_drop_of_the_server_port_on_the_client():
     firewall = nft_ruleset([("input", [dport({"set": [53, 47001]}), {"counter": None}, {"drop": None}])])
     findings = diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), client_config=client_config(),

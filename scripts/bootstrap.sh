@@ -15,6 +15,7 @@ packages=(
     docker.io nftables iproute2 iperf socat tcpdump procps
     debootstrap openssh-client
     keepalived  # the VRRP tests run Debian's keepalived in network namespaces
+    ssmping  # tests/relay/netns/test_ssm.py runs ssmpingd / ssmping across the relay (no service)
     prometheus  # promtool checks and unit-tests files/prometheus (tests/unit/monitoring)
 )
 

@@ -340,14 +340,18 @@ def control_request(path, request, timeout=5.0):
 
 
 class Vpc:
-    """Build with `with Vpc({"src": 1, "m1": 1, ...}) as vpc:`; value = number of interfaces (1 or 2)."""
+    """Build with `with Vpc({"src": 1, "m1": 1, ...}) as vpc:`; value = number of interfaces (1 or 2).
+
+    ``label`` goes into every namespace name (after the part `sweep_leftovers` matches), so the
+    namespaces of one test file can be told apart from those of other runs on the machine.
+    """
 
     _instances = 0
 
-    def __init__(self, hosts, workdir=None):
+    def __init__(self, hosts, workdir=None, label=""):
         Vpc._instances += 1
         # The trailing dash keeps instance 1's names apart from instance 10's.
-        self.prefix = "%s%dx%d-" % (NAME_PREFIX, os.getpid(), Vpc._instances)
+        self.prefix = "%s%dx%d%s-" % (NAME_PREFIX, os.getpid(), Vpc._instances, label)
         self.bridge_netns = self.prefix + "br"
         self.workdir = Path(tempfile.mkdtemp(prefix=self.prefix, dir=workdir))
         self.processes = []

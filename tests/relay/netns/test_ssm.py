@@ -4,7 +4,7 @@ An application that joins (group, S) with IP_ADD_SOURCE_MEMBERSHIP, as
 `ssmping` does, accepts only datagrams whose IP source is S.
 
 - Without preserve_source the relay client re-sends from its own address:
-  such a receiver gets nothing.
+  such a receiver gets nothing, and the doctor says so (source-specific-receiver).
 - With preserve_source the re-sent datagram carries S.  The kernel loops a
   multicast send back to local sockets only when the interface's source filter
   admits the source its route lookup used; the client must therefore have the
@@ -125,11 +125,20 @@ def deliver(vpc, complete, silent):
     return result(complete), [result(process) for process in silent]
 
 
-def test_without_preserve_source_a_source_specific_receiver_gets_nothing(relayed):
+def doctor_findings(host, finding_id):
+    report = json.loads(host.relay("multic_admin", "--doctor", "--json", check=False).stdout)
+    return [f for f in report["findings"] if f["id"] == finding_id]
+
+
+def test_without_preserve_source_a_source_specific_receiver_gets_nothing_and_the_doctor_says_why(relayed):
     vpc = relayed
     source = vpc["src"].ip
     any_source = start_receiver(vpc, "any", "any", COUNT)
     specific = start_receiver(vpc, "from-src", source, COUNT)
+    (finding,) = doctor_findings(vpc["m1"], "source-specific-receiver")
+    assert finding["severity"] == "error", finding
+    assert GROUP in finding["what"] and source in finding["what"] and "eth0" in finding["what"], finding
+    assert "preserve_source" in finding["fix"], finding
 
     got, (missed,) = deliver(vpc, any_source, [specific])
     # The re-delivery comes from the relay client's own address, which the join does not admit.
@@ -145,6 +154,7 @@ def test_preserve_source_reaches_a_receiver_joined_for_the_original_source(relay
     # Only source-specific members on the host: the interface's filter is INCLUDE {src, OTHER_SOURCE}.
     specific = start_receiver(vpc, "from-src", source, COUNT)
     other = start_receiver(vpc, "from-other", OTHER_SOURCE, COUNT)
+    assert doctor_findings(vpc["m1"], "source-specific-receiver") == []
 
     got, (missed,) = deliver(vpc, specific, [other])
     assert got["received"] == COUNT and [s.split(":")[0] for s in got["sources"]] == [source], got

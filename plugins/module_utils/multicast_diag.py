@@ -14,6 +14,9 @@ neighbours, each owning one concern:
 * ``multicast_diag_firewall``: whether the nftables or iptables input hook
   drops a packet.
 
+Which client entries keep the original source comes from ``relay_config``
+(``client_entry_keeps_source``), the function the client daemon uses.
+
 Standard library only, Python 3.6 to 3.13.  The relay package uses these files
 through the symlinks ``files/multicast_proxy/multicast_diag*.py`` and the
 Ansible module ``multicast_diagnose_info`` imports them by their collection

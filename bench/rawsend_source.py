@@ -24,6 +24,7 @@ Run as root from the repository root:
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -57,15 +58,14 @@ def create_namespace():
 
 
 def per_call(function, count, repeats):
-    """The time of one call in microseconds, the best of ``repeats`` runs of ``count`` calls: what the
-    code costs, with as little as possible of what other load on the machine adds (as timeit does)."""
+    """The time of one call in microseconds, the median of ``repeats`` runs of ``count`` calls."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(count):
             function()
         times.append((time.perf_counter() - start) / count * 1e6)
-    return min(times)
+    return statistics.median(times)
 
 
 def child(count, repeats):
@@ -107,7 +107,7 @@ def parse_args(argv):
                         help="the directory holding the multicast_proxy package (default: this checkout's files/)")
     parser.add_argument("--relay-python", default=sys.executable, help="interpreter to measure (default: this one)")
     parser.add_argument("--count", type=int, default=20000, help="calls per run (default 20000)")
-    parser.add_argument("--repeats", type=int, default=5, help="runs per figure, the best is kept (default 5)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per figure, the median is kept (default 5)")
     parser.add_argument("--out", default=os.path.join(REPO, "docs", "performance", "rawsend-source.json"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)

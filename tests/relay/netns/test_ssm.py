@@ -22,6 +22,10 @@ import time
 
 import pytest
 
+import vpc as vpc_module
+
+# Every namespace of this file starts with it (vpc.Vpc name_prefix); the leftovers of a crashed run are swept.
+NAME_PREFIX = "ssm"
 GROUP = "232.77.14.11"
 GROUP_PORT = 5411
 SERVER_PORT = 6411
@@ -60,6 +64,13 @@ finally:
 """
 
 
+@pytest.fixture(scope="module", autouse=True)
+def sweep_ssm_namespaces():
+    vpc_module.sweep_leftovers(NAME_PREFIX)
+    yield
+    vpc_module.sweep_leftovers(NAME_PREFIX)
+
+
 def write_json(path, obj):
     path.write_text(json.dumps(obj, indent=4) + "\n")
 
@@ -89,7 +100,7 @@ def client_config(vpc, group, group_port, server_port, preserve_source):
 @pytest.fixture
 def relayed(make_vpc):
     """src relays GROUP:GROUP_PORT to m1; m1's entry starts without preserve_source."""
-    vpc = make_vpc({"src": 1, "m1": 1}, label="ssm")
+    vpc = make_vpc({"src": 1, "m1": 1}, name_prefix=NAME_PREFIX)
     write_json(vpc["src"].conf_dir / "server_cfg.json.txt", {"multi_group_array": [
         {"group_ip": GROUP, "server_port": SERVER_PORT, "group_port": GROUP_PORT, "member_array": [vpc["m1"].ip]}]})
     client_config(vpc, GROUP, GROUP_PORT, SERVER_PORT, preserve_source=False)
@@ -188,7 +199,7 @@ def ssmping_lines(host, server_ip):
 @pytest.mark.skipif(shutil.which("ssmping") is None or shutil.which("ssmpingd") is None,
                     reason="needs Debian's ssmping package (scripts/bootstrap.sh installs it)")
 def test_ssmping_gets_its_multicast_answers_through_the_relay(make_vpc):
-    vpc = make_vpc({"src": 1, "m1": 1}, label="ssm")
+    vpc = make_vpc({"src": 1, "m1": 1}, name_prefix=NAME_PREFIX)
     source, member = vpc["src"], vpc["m1"]
     # ssmpingd answers to the port of each request, a new one per run: every port of the group.
     write_json(source.conf_dir / "server_cfg.json.txt", {"multi_group_array": [

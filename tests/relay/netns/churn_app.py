@@ -67,8 +67,8 @@ class Session:
         self.last_number = number
 
     def as_dict(self):
-        return dict((key, getattr(self, key)) for key in ("joined", "left", "first", "count", "first_number",
-                                                         "last_number", "duplicates", "out_of_order"))
+        keys = ("joined", "left", "first", "count", "first_number", "last_number", "duplicates", "out_of_order")
+        return dict((key, getattr(self, key)) for key in keys)
 
 
 def main():

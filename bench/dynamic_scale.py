@@ -274,6 +274,7 @@ def driver(args):
     cookies = {}
     acked = set()
     counts = {"challenge": 0, "ack": 0, "refused": 0}
+    track = [None]      # while set: fd -> time of its first ACK
 
     def pump(timeout):
         for fd, _mask in poller.poll(timeout):
@@ -294,6 +295,8 @@ def driver(args):
                     counts["ack"] += 1
                     cookies[fd] = message.cookie
                     acked.add(fd)
+                    if track[0] is not None:
+                        track[0].setdefault(fd, time.monotonic())
                 elif message.kind == sub.REFUSED:
                     counts["refused"] += 1
                     acked.add(("refused", fd))
@@ -317,26 +320,43 @@ def driver(args):
     result = {"admitted": len(acked), "admit_s": round(admit, 3), "admit_counts": dict(counts)}
     print(json.dumps({"phase": "admitted"}), flush=True)
     refresh = sub.DEFAULT_LEASE / sub.REFRESH_SHARE
-    start = time.monotonic()
-    sent = 0
+    acked_since = {}
+
+    def refresh_for(seconds, until_all=False):
+        """Every member refreshes every lease / 3, spread over the interval as independent clients would."""
+        start = time.monotonic()
+        sent = 0
+        while time.monotonic() - start < seconds:
+            if until_all and len(acked_since) >= MEMBERS:
+                break
+            slot = start + sent * refresh / MEMBERS
+            now = time.monotonic()
+            if now < slot:
+                pump(max(0.0, slot - now))
+                continue
+            sock = members[sent % MEMBERS]
+            sock.sendto(sub.encode(sub.JOIN, group_addr, GROUP_PORT, cookies[sock.fileno()]), server)
+            sent += 1
+        return sent, start
+
     acks_before = counts["ack"]
-    while time.monotonic() - start < args.refresh_seconds:
-        # Spread every member's refresh over the interval, as independent clients would.
-        slot = start + sent * refresh / MEMBERS
-        now = time.monotonic()
-        if now < slot:
-            pump(max(0.0, slot - now))
-            continue
-        sock = members[sent % MEMBERS]
-        sock.sendto(sub.encode(sub.JOIN, group_addr, GROUP_PORT, cookies[sock.fileno()]), server)
-        sent += 1
+    sent, start = refresh_for(args.refresh_seconds)
     end = time.monotonic() + 0.3
     while time.monotonic() < end:
         pump(0.05)
     result.update(refreshes_sent=sent, refresh_acks=counts["ack"] - acks_before,
                   refresh_rate=round(sent / (time.monotonic() - 0.3 - start), 1))
     print(json.dumps({"phase": "refreshed"}), flush=True)
+    # The parent restarts the server and says when the new one answers: how long until all 1024 are back.
     sys.stdin.readline()
+    ready = time.monotonic()
+    challenges_before = counts["challenge"]
+    acked_since.clear()
+    track[0] = acked_since
+    refresh_for(5.0, until_all=True)
+    result["restart"] = {"readmitted": len(acked_since), "readmit_s": round(max(acked_since.values()) - ready, 3)
+                         if acked_since else None, "challenges": counts["challenge"] - challenges_before}
+    track[0] = None
     # The 1025th address: a challenge, then REFUSED (full).
     before = dict(counts)
     extra.sendto(sub.encode(sub.JOIN, group_addr, GROUP_PORT), server)
@@ -346,6 +366,21 @@ def driver(args):
     result["extra"] = {"challenges": counts["challenge"] - before["challenge"],
                        "refused": counts["refused"] - before["refused"], "acks": counts["ack"] - before["ack"]}
     print(json.dumps(result), flush=True)
+
+
+def start_server(relay, env, conf):
+    proc = subprocess.Popen(["ip", "netns", "exec", SRV_NS] + relay + ["multis_admin", "-R"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if control(conf, {"cmd": "ping"}).get("ok"):
+                return proc
+        except OSError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit("the server did not start")
+        time.sleep(0.02)
 
 
 def real_daemon(refresh_seconds):
@@ -359,18 +394,7 @@ def real_daemon(refresh_seconds):
         subprocess.run(["ip", "netns", "exec", SRV_NS] + relay + [
             "multis_admin", "-A", "-m", GROUP, "-p", str(SERVER_PORT), "-g", str(GROUP_PORT), "--allow",
             "10.99.0.0/16", "--max-members", str(MEMBERS)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        proc = subprocess.Popen(["ip", "netns", "exec", SRV_NS] + relay + ["multis_admin", "-R"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if control(conf, {"cmd": "ping"}).get("ok"):
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("the server did not start")
-            time.sleep(0.05)
+        proc = start_server(relay, env, conf)
         rss_empty = rss_mib(proc.pid)
         cpu0 = cpu_seconds(proc.pid)
         drv = subprocess.Popen(["ip", "netns", "exec", MEM_NS, sys.executable, os.path.abspath(__file__), "--driver",
@@ -385,6 +409,10 @@ def real_daemon(refresh_seconds):
         assert json.loads(drv.stdout.readline())["phase"] == "refreshed"
         cpu_refresh = (cpu_seconds(proc.pid) - cpu1) / (time.monotonic() - t1)
         rss_refreshed = rss_mib(proc.pid)
+        # A restart: the new server has a new cookie secret; every member's next refresh is challenged.
+        proc.terminate()
+        proc.wait(10)
+        proc = start_server(relay, env, conf)
         drv.stdin.write("\n")
         drv.stdin.flush()
         result = json.loads(drv.stdout.readline())

@@ -7,6 +7,9 @@ only: what is admitted, refused, rebuilt and looked up, never how long it
 took (bench/dynamic_scale.py measures that).
 """
 
+import os
+import socket
+
 import pytest
 
 from multicast_proxy import auth, daemon, netinfo, relay_config as config, server, server_subscriptions
@@ -47,8 +50,10 @@ def relay(tmp_path):
     instance.log = daemon.setup_logging("server", str(tmp_path))
     instance.drop_log = daemon.DropLog(instance.log)
     group_ip = random_group()
+    # A free port: the daemon opens its subscription socket there (the tests feed the reader directly).
+    port = instance.test_port = free_udp_port()
     instance.cfg = config.validate_server_config({"multi_group_array": [
-        {"group_ip": group_ip, "group_port": free_udp_port(), "server_port": SERVER_PORT, "member_array": [],
+        {"group_ip": group_ip, "group_port": free_udp_port(), "server_port": port, "member_array": [],
          "interface": "lo", "allow": ["10.99.0.0/16"], "max_members": config.MAX_MEMBERS}]})
     instance.apply_config(instance.cfg)
     instance.test_group = instance.groups[group_ip]
@@ -60,7 +65,7 @@ def feed(relay, datagrams, per_event=server_subscriptions.SUBSCRIPTION_BATCH):
     replies = []
     for start in range(0, len(datagrams), per_event):
         sock = QueueSocket(datagrams[start:start + per_event])
-        relay._read_subscriptions(SERVER_PORT, sock)
+        relay._read_subscriptions(relay.test_port, sock)
         replies.extend(sock.sent)
     return replies
 
@@ -69,7 +74,7 @@ def subscribe(relay, indexes, signers=None, per_event=server_subscriptions.SUBSC
     """JOIN, CHALLENGE, JOIN with the cookie for each member index; the parsed final answers by address."""
     group = relay.test_group
     signers = signers or {}
-    sources = [(member_ip(i), SERVER_PORT) for i in indexes]
+    sources = [(member_ip(i), relay.test_port) for i in indexes]
     challenges = feed(relay, [(sub.encode(sub.JOIN, group.group_addr, group.group_port,
                                           signer=signers.get(s[0])), s) for s in sources], per_event)
     assert len(challenges) == len(sources)
@@ -93,11 +98,21 @@ def test_1024_members_are_admitted_and_the_1025th_is_refused_as_full(relay):
     assert extra not in group.members and len(group.members) == config.MAX_MEMBERS
     # One leaves: the next join of the 1025th is admitted.
     leave = sub.encode(sub.LEAVE, group.group_addr, group.group_port, answers[member_ip(0)].cookie)
-    feed(relay, [(leave, (member_ip(0), SERVER_PORT))])
+    feed(relay, [(leave, (member_ip(0), relay.test_port))])
     (admitted,) = subscribe(relay, [config.MAX_MEMBERS]).values()
     assert admitted.kind == sub.ACK
     assert group.members[-1] == extra and member_ip(0) not in group.members
     assert len(group.members) == config.MAX_MEMBERS
+
+
+def test_a_subscription_socket_has_room_for_a_full_group_answering_at_once(relay):
+    sock = relay.subscription_sockets[relay.test_port]
+    size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if os.geteuid() == 0:
+        # SO_RCVBUFFORCE: the kernel doubles what it was asked for (its bookkeeping).
+        assert size >= server_subscriptions.SUBSCRIPTION_RECV_BUFFER
+    else:
+        assert size > 0
 
 
 def test_a_max_members_above_the_config_limit_is_refused_by_the_config():

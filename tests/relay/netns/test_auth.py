@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import vpc as vpc_module
+from vpc import wait_until
 
 sys.path.insert(0, str(vpc_module.RELAY_SOURCE))
 
@@ -64,15 +65,6 @@ def reload(host, program):
 
 def client_stats(host):
     return host.control("client", {"cmd": "stats"})
-
-
-def wait_until(condition, what, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def start_capture(vpc, member, count):

@@ -14,9 +14,9 @@
 
 import json
 import sys
-import time
 
 from vpc import TOOLS
+from vpc import wait_until
 
 GROUP = "239.77.8.1"
 SERVER_PORT = 6801
@@ -94,15 +94,6 @@ def reload(host, side):
 def group_stats(host):
     (group,) = host.control("server", {"cmd": "stats"})["groups"]
     return group
-
-
-def wait_until(condition, what, timeout=15.0):
-    """Poll `condition`; the timeout only guards against a hang, nothing is timed."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("gave up waiting for " + what)
-        time.sleep(0.05)
 
 
 def send_loop_off(host, port, count, stream_id):

@@ -11,9 +11,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import vpc as vpc_module
+from vpc import wait_until
 
 sys.path.insert(0, str(vpc_module.RELAY_SOURCE))
 
@@ -79,15 +79,6 @@ def nft_counter(host, table):
             if "counter" in expression:
                 return expression["counter"]["packets"]
     raise AssertionError("no counter in table %s" % table)
-
-
-def wait_until(condition, what, timeout=15.0):
-    """Poll `condition`; the timeout only guards against a hang, nothing is timed."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("gave up waiting for " + what)
-        time.sleep(0.05)
 
 
 # (1) ---------------------------------------------------------------------------------

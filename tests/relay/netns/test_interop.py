@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 import vpc as vpc_module
+from vpc import wait_until
 from vpc import REPO
 
 NAME_PREFIX = "iop"
@@ -86,18 +87,6 @@ def package_version(package):
     result = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, universal_newlines=True, check=False)
     return result.stdout.strip() or None
-
-
-def wait_until(condition, what, timeout=20.0, interval=0.05):
-    """Poll `condition` and return its first true value; the timeout only guards against a hang."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("gave up waiting for " + what)
-        time.sleep(interval)
 
 
 def sha256(path):

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from vpc import REPO, RELAY_COMMANDS
+from vpc import wait_until
 
 GROUP = "239.77.16.1"
 GROUP_PORT = 5016
@@ -63,18 +64,6 @@ def relay_edit(host, command, *args):
 def fetch(host, url):
     result = host.run([sys.executable, "-c", FETCH, url])
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def wait_until(condition, what, timeout=20.0):
-    """Poll `condition` until it returns something true; the timeout only guards against a hang."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("gave up waiting for " + what)
-        time.sleep(0.2)
 
 
 class Prometheus:

@@ -13,11 +13,11 @@ whichever interface the application used, each datagram once.
 
 import json
 import os
-import time
 
 import pytest
 
 import vpc as vpc_module
+from vpc import wait_until
 
 GROUP = "239.77.15.1"
 GROUP_PORT = 5151
@@ -145,15 +145,6 @@ def test_the_doctor_names_the_interface_the_source_used_and_the_one_joined(nic_v
     ids = [f["id"] for f in report["findings"] if f["severity"] != "info"]
     assert "source-interface-not-joined" not in ids and "server-no-input" not in ids, report["findings"]
     assert sorted(server_group(source)["interfaces"]) == ["eth0", "eth1"]
-
-
-def wait_until(condition, what, timeout=10.0):
-    """Poll ``condition``; the timeout only guards against a hang (the server rescans once a second)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("gave up waiting for " + what)
-        time.sleep(0.1)
 
 
 def test_interfaces_that_come_and_go_are_joined_and_left(nic_vpc):

@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from vpc import wait_until
+
 GROUP = "239.77.1.1"
 GROUP_PORT = 5001
 SERVER_PORT = 6001
@@ -55,15 +57,6 @@ def client_interfaces(member):
     """Where the member's client re-delivers its (single) entry."""
     (entry,) = member.control("client", {"cmd": "show"})["entries"]
     return entry["interfaces"]
-
-
-def wait_until(condition, what, timeout=15.0):
-    """Poll `condition`; the timeout only guards against a hang, nothing is timed."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("gave up waiting for " + what)
-        time.sleep(0.05)
 
 
 def assert_all_delivered(summary, sent, label):

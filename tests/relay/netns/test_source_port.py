@@ -11,9 +11,9 @@ shows the attack is real.
 
 import json
 import sys
-import time
 
 import vpc as vpc_module
+from vpc import wait_until
 
 sys.path.insert(0, str(vpc_module.RELAY_SOURCE))
 
@@ -64,15 +64,6 @@ def forge(source, member, first_seq):
 def try_bind(host, address, port, reuse, unprivileged):
     argv = [SYSTEM_PYTHON, "-c", TRY_BIND, address, str(port), str(reuse)]
     return host.run(as_nobody(argv) if unprivileged else argv).stdout.strip()
-
-
-def wait_until(condition, what, timeout=15.0):
-    """Poll ``condition``; the timeout only guards against a hang, nothing is timed."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("gave up waiting for " + what)
-        time.sleep(0.05)
 
 
 def client_drops(member):

@@ -18,11 +18,11 @@ An application that joins (group, S) with IP_ADD_SOURCE_MEMBERSHIP, as
 import json
 import shutil
 import sys
-import time
 
 import pytest
 
 import vpc as vpc_module
+from vpc import wait_until
 
 # Every namespace of this file starts with it (vpc.Vpc name_prefix); the leftovers of a crashed run are swept.
 NAME_PREFIX = "ssm"
@@ -73,15 +73,6 @@ def sweep_ssm_namespaces():
 
 def write_json(path, obj):
     path.write_text(json.dumps(obj, indent=4) + "\n")
-
-
-def wait_until(condition, what, timeout=15.0):
-    """Poll ``condition``; the timeout only guards against a hang, nothing is timed."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("gave up waiting for " + what)
-        time.sleep(0.05)
 
 
 def reload(host, side):

@@ -8,9 +8,10 @@ over when the master's keepalived stops.
 """
 
 import shutil
-import time
 
 import pytest
+
+from vpc import wait_until
 
 VIRTUAL_ADDRESS = "10.77.0.200"
 SERVER_PORT = 6901
@@ -59,15 +60,6 @@ def start_keepalived(host, state, priority):
 
 def has_virtual_address(host):
     return (VIRTUAL_ADDRESS + "/") in host.run(["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
-
-
-def wait_until(condition, what, timeout=30.0):
-    """Poll `condition`; the timeout only guards against a hang, nothing is timed."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("gave up waiting for " + what)
-        time.sleep(0.1)
 
 
 def log_of(process):

@@ -320,6 +320,21 @@ class Host:
         return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def wait_until(condition, what, timeout=30.0, interval=0.05):
+    """Poll ``condition`` and return its first true value.
+
+    The timeout only guards against a hang: nothing is timed with it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("gave up waiting for " + what)
+        time.sleep(interval)
+
+
 def control_request(path, request, timeout=5.0):
     """One request/reply on a relay control socket (JSON lines, see docs/architecture.md)."""
     try:

@@ -27,7 +27,7 @@ import struct
 import time
 
 from . import auth, capture, relay_config as config, frame, mmsg, netinfo, replay, server_fastpath
-from .daemon import Daemon, set_buffer
+from .daemon import Daemon
 
 # Socket options the socket module of older Pythons may lack (Linux values).
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
@@ -97,8 +97,11 @@ class Group:
     def key(self):
         return (self.group_ip, self.group_port, self.interface, self.mode)
 
-    def open(self):
-        """Bind group_ip:group_port and join on the explicit interface (capture mode: see capture.py)."""
+    def open(self, set_buffer):
+        """Bind group_ip:group_port and join on the explicit interface (capture mode: see capture.py).
+
+        ``set_buffer(sock, option, size)`` sizes the receive buffer (the daemon's, which reports it).
+        """
         if self.mode != capture.MODE_SOCKET:
             self.sock = capture.open_capture_socket(self.interface, self.group_ip, self.group_port, self.mode,
                                                     set_buffer)
@@ -282,7 +285,7 @@ class ServerDaemon(Daemon):
         """
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            set_buffer(sender, socket.SO_SNDBUF, SEND_BUFFER)
+            self.set_buffer(sender, socket.SO_SNDBUF, SEND_BUFFER)
             # Nothing is ever read from it: what others send to the port costs the least the kernel allows.
             sender.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 0)
             sender.setblocking(False)
@@ -393,7 +396,7 @@ class ServerDaemon(Daemon):
                 group.error = error
             else:
                 try:
-                    group.open()
+                    group.open(self.set_buffer)
                 except (OSError, netinfo.InterfaceError) as exc:
                     group.error = "cannot join %s:%d on %s: %s" % (
                         group_ip, group.group_port, interface, getattr(exc, "strerror", None) or exc)

@@ -210,6 +210,7 @@ def test_daemons_run_unprivileged_with_only_their_capabilities(priv_vpc, account
     # root's commands reach the daemons' sockets; another local user cannot.
     shown = source.relay("multis_admin", "-P").stdout
     assert "source port: copies leave from UDP port %d" % SOURCE_PORT in shown, shown
+    assert "socket buffers: receive %d KiB" % (receive["granted"] >> 10) in shown, shown
     assert "authentication: on" in member.relay("multic_admin", "-P").stdout
     for host, side in ((source, "server"), (member, "client")):
         path = host.conf_dir / vpc_module.CONTROL_SOCKETS[side]

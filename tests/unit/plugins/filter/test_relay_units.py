@@ -38,7 +38,7 @@ from ansible_collections.multicast.proxy.plugins.filter.systemd_units import (
     systemd_version,
 )
 from ansible_collections.multicast.proxy.plugins.module_utils.relay_contract import needed_capabilities
-from ansible_collections.multicast.proxy.tests.unit.compat import render_text, trust_as_template
+from ansible_collections.multicast.proxy.tests.unit.compat import render_text
 from ansible_collections.multicast.proxy.tests.unit.plugins.filter.inventory import fleet, vrrp_fleet
 
 COLLECTION_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))

@@ -2,7 +2,7 @@
 # Install everything a fresh Debian 12 machine needs to run the demo and the
 # tests, as root, without questions: Debian packages (docker.io for the
 # container fleet, nftables/iproute2/iperf/socat for the namespace tests,
-# debootstrap for the images) and the Python tooling in .venv from
+# the applications of the interop suite, debootstrap for the images) and the Python tooling in .venv from
 # requirements-dev.txt (+ requirements-sanity.txt). Quick when all is there:
 # packages already installed are not asked for again, and the venv is only
 # re-installed when a requirements file changed.
@@ -15,6 +15,9 @@ packages=(
     docker.io nftables iproute2 iperf socat tcpdump procps
     debootstrap openssh-client
     keepalived  # the VRRP tests run Debian's keepalived in network namespaces
+    # the interop suite (tests/relay/netns/test_interop.py) runs these applications
+    udpcast gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+    avahi-daemon avahi-utils dbus corosync util-linux
     prometheus  # promtool checks and unit-tests files/prometheus (tests/unit/monitoring)
 )
 
@@ -33,11 +36,34 @@ for package in "${packages[@]}"; do
         missing+=("$package")
     fi
 done
+# Daemons the tests run in namespaces of their own; installing them must not
+# leave them running on this machine (avahi would announce it on the real
+# network): a policy-rc.d keeps the packages from starting them, and the
+# ones this run installed are disabled afterwards.
+host_services=(avahi-daemon.socket avahi-daemon.service corosync.service)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "bootstrap: installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
+    policy=/usr/sbin/policy-rc.d
+    own_policy=false
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# bootstrap.sh: no service starts during its install\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        own_policy=true
+    fi
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+    if [ "$own_policy" = true ]; then
+        rm -f "$policy"
+    fi
+    if [ -d /run/systemd/system ]; then
+        for unit in "${host_services[@]}"; do
+            package=${unit%%.*}
+            if [[ " ${missing[*]} " == *" $package "* ]]; then
+                systemctl disable --now "$unit" >/dev/null 2>&1 || true
+            fi
+        done
+    fi
 fi
 
 "$repo_root/scripts/ensure-docker.sh"

@@ -32,7 +32,7 @@ import traceback
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "files"))
 
-from multicast_proxy import cli, control, relay_config as config, frame, replay  # noqa: E402
+from multicast_proxy import auth, cli, control, relay_config as config, frame, replay  # noqa: E402
 
 REPRODUCERS_PER_KIND = 3
 # Inputs longer than this are written to a file instead of printed.
@@ -261,14 +261,36 @@ def mutate_text(rng, text):
     return text
 
 
+NON_UTF8 = (b"\xe9", b"\xff", b"\xc3", b"\x80", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\xfe\xff")
+
+
+def non_utf8_bytes(rng, valid):
+    """A config file as a legacy-encoding editor or a stray binary write leaves it: bytes that are not UTF-8."""
+    roll = rng.random()
+    if roll < 0.4:
+        # latin-1 for an accented comment-like value somewhere in a valid file
+        text = config.dump_config(valid)
+        index = rng.randint(0, len(text))
+        return (text[:index] + "caf\u00e9" + text[index:]).encode("latin-1")
+    if roll < 0.8:
+        data = bytearray(config.dump_config(valid).encode("utf-8"))
+        for dummy in range(rng.randint(1, 3)):
+            index = rng.randint(0, len(data))
+            data[index:index] = rng.choice(NON_UTF8)
+        return bytes(data)
+    return random_bytes(rng, rng.randint(1, 400))
+
+
 def random_config_text(rng, valid):
     roll = rng.random()
-    if roll < 0.3:
+    if roll < 0.25:
         return "random", json.dumps(random_value(rng))
-    if roll < 0.6:
+    if roll < 0.5:
         return "mutated_structure", json.dumps(mutate_structure(rng, valid))
-    if roll < 0.95:
+    if roll < 0.8:
         return "mutated_text", mutate_text(rng, config.dump_config(valid))
+    if roll < 0.95:
+        return "non_utf8_bytes", non_utf8_bytes(rng, valid)
     depth = rng.choice((50, 500, 5000, 50000))
     return "deep_nesting", '{"%s": ' % next(iter(valid)) + "[" * depth + "]" * depth + "}"
 
@@ -280,7 +302,7 @@ def fuzz_configs(count, rng, findings, side):
     name = "config.load_%s_config" % side
     call = name + "({}, \"fuzz.json\")"
     counts = {"total": 0, "accepted": 0, "rejected": 0, "random": 0, "mutated_structure": 0, "mutated_text": 0,
-              "deep_nesting": 0}
+              "non_utf8_bytes": 0, "deep_nesting": 0}
     for dummy in range(count):
         kind, text = random_config_text(rng, valid)
         counts["total"] += 1
@@ -307,15 +329,18 @@ def fuzz_configs(count, rng, findings, side):
 # -- the other inputs: control requests, key files, the client's replay state ----------
 
 KEYS_VALID = {"send_key_id": 1, "keys": [{"id": 1, "secret": "00" * 32}, {"id": 2, "secret": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}]}
-STATE_VALID = {"highest": {"127.0.0.1 5000 239.1.1.1 5000": 7306263130521436161, "10.0.0.1 1 224.0.0.18 0": 0}}
+STATE_VALID = {"highest": {"127.0.0.1 5000 239.1.1.1 5000": 7306263130521436161, "10.0.0.1 1 224.0.0.18 0": 0},
+               "bound": ["127.0.0.1 5000 239.1.1.1 5000"]}
 REQUEST_VALID = {"cmd": "stats"}
 
 
 def _input_bytes(rng, valid):
-    """Random bytes, a mutated structure or hand-edit slips of ``valid``'s JSON, as bytes."""
+    """Random bytes, non-UTF-8 edits, a mutated structure or hand-edit slips of ``valid``'s JSON, as bytes."""
     roll = rng.random()
-    if roll < 0.2:
+    if roll < 0.15:
         return random_bytes(rng, rng.randint(0, 300))
+    if roll < 0.25:
+        return non_utf8_bytes(rng, valid)
     if roll < 0.5:
         return json.dumps(mutate_structure(rng, valid)).encode("utf-8", "surrogatepass")
     if roll < 0.6:
@@ -343,15 +368,15 @@ def fuzz_inputs(count, rng, findings):
         data = _input_bytes(rng, KEYS_VALID)
         counts["key_files"] += 1
         try:
-            config.load_auth_keys(data.decode("utf-8", "replace"), "fuzz-keys.json")
+            config.load_auth_keys(data, "fuzz-keys.json")
             counts["key_files_accepted"] += 1
         except config.ConfigError as exc:
             if "00" * 16 in str(exc):
                 findings.record("config.load_auth_keys", "secret in the error", data, str(exc),
-                                "config.load_auth_keys({}.decode('utf-8', 'replace'))")
+                                "config.load_auth_keys({}, 'fuzz-keys.json')")
         except Exception as exc:
             findings.record("config.load_auth_keys", crash_kind(exc), data, crash_detail(),
-                            "config.load_auth_keys({}.decode('utf-8', 'replace'))")
+                            "config.load_auth_keys({}, 'fuzz-keys.json')")
         data = _input_bytes(rng, STATE_VALID)
         counts["replay_states"] += 1
         try:
@@ -365,6 +390,70 @@ def fuzz_inputs(count, rng, findings):
         if replay.parse_state(replay.dump_state(state)) != state:
             findings.record("replay.parse_state", "accepted state changes on dump/parse", data, repr(state),
                             "replay.parse_state({})")
+    return counts
+
+
+# -- whole files, as the daemon and the CLIs read them ---------------------------------
+
+def _file_cases(rng):
+    """(kind, writer) pairs: each writer makes ``path`` into one hostile file."""
+    limit = config.MAX_CONFIG_BYTES
+
+    def write(data):
+        def make(path):
+            with open(path, "wb") as handle:
+                handle.write(data)
+        return make
+
+    def sparse(size, head):
+        def make(path):
+            with open(path, "wb") as handle:
+                handle.write(head)
+                handle.truncate(size)
+        return make
+
+    def fifo(path):
+        os.mkfifo(path, 0o600)
+
+    cases = [
+        ("huge_over_limit", sparse(limit + 1, b'{"multicast_group": [')),
+        ("huge_nul_bytes", sparse(limit + rng.randint(2, 4096), b"")),
+        ("huge_at_limit_whitespace", write(b"{}" + b" " * (limit - 2))),
+        ("directory", os.mkdir),
+        ("fifo", fifo),
+        ("empty", write(b"")),
+        ("bom", write(b"\xef\xbb\xbf{}")),
+    ]
+    for dummy in range(20):
+        cases.append(("non_utf8", write(non_utf8_bytes(rng, SERVER_VALID))))
+        cases.append(("random_bytes", write(random_bytes(rng, rng.randint(1, 2000)))))
+    return cases
+
+
+def fuzz_files(rng, findings):
+    """read_config_text + loaders raise only ConfigError or OSError on hostile files; read_key_file only ConfigError."""
+    counts = {"files": 0, "config_reads_refused": 0, "key_reads_refused": 0}
+    with tempfile.TemporaryDirectory(prefix="fuzz-files-") as tmp:
+        for index, (kind, make) in enumerate(_file_cases(rng)):
+            path = os.path.join(tmp, "case-%d" % index)
+            make(path)
+            if os.path.isfile(path):
+                os.chmod(path, 0o600)
+            counts["files"] += 1
+            for name, read in (("server config", lambda: config.load_server_config(config.read_config_text(path), path)),
+                               ("client config", lambda: config.load_client_config(config.read_config_text(path), path))):
+                try:
+                    read()
+                except (config.ConfigError, OSError):
+                    counts["config_reads_refused"] += 1
+                except Exception as exc:
+                    findings.record(name + " file", crash_kind(exc), kind, crash_detail(), "a %s file" % kind)
+            try:
+                auth.read_key_file(path)
+            except config.ConfigError:
+                counts["key_reads_refused"] += 1
+            except Exception as exc:
+                findings.record("auth.read_key_file", crash_kind(exc), kind, crash_detail(), "a %s file" % kind)
     return counts
 
 
@@ -434,6 +523,8 @@ def main(argv=None):
     print("command lines:  %s" % json.dumps(results["argv"]), flush=True)
     results["inputs"] = fuzz_inputs(args.inputs, rng, findings)
     print("other inputs:   %s" % json.dumps(results["inputs"]), flush=True)
+    results["files"] = fuzz_files(rng, findings)
+    print("whole files:    %s" % json.dumps(results["files"]), flush=True)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     results["failures"] = findings.total
     results["failure_kinds"] = findings.as_list()

@@ -36,6 +36,10 @@ KIND_TEXT = {
     "choice": "one of",
     "listen": "TCP `ADDRESS:PORT` (IPv4), or a port on 127.0.0.1",
     "prom_file": "absolute path ending in `.prom`",
+    "join_interfaces": "`all`, `route`, or a list of interface names and IPv4 addresses (on a command line: comma-separated)",
+    "networks": "list of IPv4 networks in CIDR form",
+    "count": "integer, 1 to 1024",
+    "seconds": "seconds, 0.5 to 300",
 }
 WRITTEN_TEXT = {
     "always": "always",

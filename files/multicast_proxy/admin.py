@@ -216,6 +216,10 @@ def run_show(action, directory, out):
         item = dict(group)
         state = runtime.get(group["group_ip"])
         item["interface"] = state["interface"] if state else group.get("interface", cfg.get("interface", ""))
+        if state:
+            item["interfaces"] = state["interfaces"]
+            if state["join_problem"]:
+                item["join_problem"] = state["join_problem"]
         item["state"] = state["state"] if state else "not running"
         if state and state["error"]:
             item["error"] = state["error"]
@@ -223,15 +227,36 @@ def run_show(action, directory, out):
     if action.json:
         _dump_json({"source": source, "groups": groups}, out)
         return EXIT_OK
-    rows = [(g["group_ip"], g["group_port"], g["server_port"], len(g["member_array"]), g["interface"] or "(route)",
+    rows = [(g["group_ip"], g["group_port"], g["server_port"], len(g["member_array"]), _where_joined(g, cfg),
              g["state"]) for g in groups]
     out.write(format_table(("GROUP", "GROUP_PORT", "SERVER_PORT", "MEMBERS", "INTERFACE", "STATE"), rows))
     for group in groups:
         if group.get("error"):
             out.write("error %s: %s\n" % (group["group_ip"], group["error"]))
+        if group.get("join_problem"):
+            out.write("not joined %s: %s\n" % (group["group_ip"], group["join_problem"]))
     if source == "file":
         out.write("(from %s; the server daemon is not running)\n" % daemon.side_path("server", "config", directory))
     return EXIT_OK
+
+
+def _where_joined(group, cfg):
+    """The INTERFACE column: where the daemon joined the group, else what the config asks for."""
+    if group.get("interfaces"):
+        return ",".join(group["interfaces"])
+    if group.get("interface"):
+        return group["interface"]
+    join = group.get("join_interfaces", cfg.get("join_interfaces", config.JOIN_ALL))
+    return "(%s)" % (join if isinstance(join, str) else ",".join(join))
+
+
+def _joined_by_daemon(group_ip, directory):
+    """The running daemon's state of one group (interfaces, join_problem, ...), or None."""
+    reply = _query("server", "show", directory)
+    for state in (reply or {}).get("groups", ()):
+        if state["group_ip"] == group_ip:
+            return state
+    return None
 
 
 def run_server_list(action, directory, out):
@@ -242,13 +267,31 @@ def run_server_list(action, directory, out):
     if group is None:
         raise CommandFailed(EXIT_USAGE, "group %s is not configured; see the configured groups with multis_admin -S"
                             % action.group_ip)
+    state = _joined_by_daemon(action.group_ip, directory) if source == "daemon" else None
+    interfaces = state["interfaces"] if state else None
+    dynamic = state.get("dynamic_members", []) if state else []
     if action.json:
-        _dump_json({"source": source, "group_ip": group["group_ip"], "group_port": group["group_port"],
-                    "server_port": group["server_port"], "members": group["member_array"]}, out)
+        listing = {"source": source, "group_ip": group["group_ip"], "group_port": group["group_port"],
+                   "server_port": group["server_port"], "members": group["member_array"],
+                   "interfaces": interfaces, "join_problem": state["join_problem"] if state else ""}
+        if group.get("allow"):
+            listing.update(allow=group["allow"], dynamic_members=dynamic)
+        _dump_json(listing, out)
         return EXIT_OK
-    out.write("group %s:%d, members receive on port %d\n"
-              % (group["group_ip"], group["group_port"], group["server_port"]))
-    out.write(format_table(("MEMBER",), [(m,) for m in group["member_array"]]))
+    out.write("group %s:%d, members receive on port %d, picked up on %s\n"
+              % (group["group_ip"], group["group_port"], group["server_port"],
+                 ",".join(interfaces) if interfaces else _where_joined(group, cfg)))
+    if state and state["join_problem"]:
+        out.write("not joined: %s\n" % state["join_problem"])
+    if not group.get("allow"):
+        out.write(format_table(("MEMBER",), [(m,) for m in group["member_array"]]))
+        return EXIT_OK
+    out.write("subscriptions from %s, at most %d dynamic members, lease %s s\n" % (
+        ",".join(group["allow"]), group.get("max_members", config.DEFAULT_MAX_MEMBERS),
+        group.get("lease", config.DEFAULT_LEASE)))
+    rows = [(m, "config", "-") for m in group["member_array"]]
+    rows += [(m["member_ip"], "subscription", "%.1f s" % m["lease_age"]) for m in dynamic]
+    out.write(format_table(("MEMBER", "JOINED_BY", "LEASE_AGE"), rows))
     return EXIT_OK
 
 
@@ -287,9 +330,11 @@ def run_stats(action, directory, out):
             _dump_json({"side": "server", "started": reply["started"], "auth": reply.get("auth"),
                         "auth_status": reply.get("auth_status"), "reloads": reply.get("reloads"),
                         "metrics": reply.get("metrics"), "sender": reply.get("sender"),
-                        "socket_buffers": reply.get("socket_buffers"), "groups": groups}, out)
+                        "socket_buffers": reply.get("socket_buffers"), "subscriptions": reply.get("subscriptions"),
+                        "groups": groups}, out)
             return EXIT_OK
         write_server_stats(groups, out)
+        write_subscription_status(reply.get("subscriptions"), out)
         write_daemon_status(reply, out)
         return EXIT_OK
     entries = reply["entries"]
@@ -377,16 +422,41 @@ def write_server_stats(groups, out):
     rows = []
     for g in groups:
         drops = " ".join("%s=%d" % (k, v) for k, v in sorted(g["drops"].items()) if v) or "-"
-        rows.append((g["group_ip"], g["group_port"], g["interface"] or "-", g["state"], g["rx_packets"],
-                     g["rx_bytes"], drops))
+        rows.append((g["group_ip"], g["group_port"], ",".join(g.get("interfaces") or ()) or g["interface"] or "-",
+                     g["state"], g["rx_packets"], g["rx_bytes"], drops))
     out.write(format_table(("GROUP", "GROUP_PORT", "INTERFACE", "STATE", "RX_PACKETS", "RX_BYTES", "DROPS"), rows))
     for g in groups:
         if g["error"]:
             out.write("error %s: %s\n" % (g["group_ip"], g["error"]))
+        if g.get("join_problem"):
+            out.write("not joined %s: %s\n" % (g["group_ip"], g["join_problem"]))
         out.write("\n%s members (server port %s):\n" % (g["group_ip"], g["server_port"]))
-        out.write(format_table(("MEMBER", "TX_PACKETS", "TX_BYTES", "SEND_ERRORS", "LAST_ERROR"),
-                               [(m["member_ip"], m["tx_packets"], m["tx_bytes"], m["send_errors"],
-                                 m["last_error"] or "-") for m in g["members"]]))
+        if g.get("dynamic") is None:
+            out.write(format_table(("MEMBER", "TX_PACKETS", "TX_BYTES", "SEND_ERRORS", "LAST_ERROR"),
+                                   [(m["member_ip"], m["tx_packets"], m["tx_bytes"], m["send_errors"],
+                                     m["last_error"] or "-") for m in g["members"]]))
+            continue
+        out.write(format_table(("MEMBER", "JOINED_BY", "LEASE_AGE", "TX_PACKETS", "TX_BYTES", "SEND_ERRORS",
+                                "LAST_ERROR"),
+                               [(m["member_ip"], m["joined_by"], "%.1f s" % m["lease_age"] if "lease_age" in m
+                                 else "-", m["tx_packets"], m["tx_bytes"], m["send_errors"], m["last_error"] or "-")
+                                for m in g["members"]]))
+        dynamic = g["dynamic"]
+        out.write("subscriptions: %s\n" % " ".join("%s=%d" % item for item in sorted(dynamic["events"].items())))
+        for gone in dynamic["departed"][-4:]:
+            out.write("departed: %s by %s after %.1f s, sent %s copies\n" % (
+                gone["member_ip"], gone["left_by"], gone["subscribed_seconds"], gone.get("tx_packets", "?")))
+
+
+def write_subscription_status(status, out):
+    """The server's subscription refusals (the stats reply's ``subscriptions``), when any group takes them."""
+    if not status or not status["ports"]:
+        return
+    refused = " ".join("%s=%d" % item for item in sorted(status["refusals"].items()) if item[1]) or "none"
+    out.write("subscriptions: ports %s, %d dynamic members; refused: %s\n" % (
+        ",".join(str(port) for port in status["ports"]), status["members"], refused))
+    for error in status["errors"]:
+        out.write("subscriptions: NOT taken: %s\n" % error)
 
 
 def write_client_stats(entries, drops, listen_errors, out):
@@ -396,6 +466,13 @@ def write_client_stats(entries, drops, listen_errors, out):
         [(e["server_ip"], e["server_port"], "%s:%d" % (e["group_ip"], e["group_port"]),
           ",".join(e["interfaces"]) or "-", e["rx_packets"], e["rx_bytes"], e["delivered_packets"], e["lost"],
           e["duplicates"], e["reordered"]) for e in entries]))
+    for e in entries:
+        if e.get("dynamic"):
+            state = e["dynamic"]
+            out.write("dynamic %s:%d from %s: %s%s, %s\n" % (
+                e["group_ip"], e["group_port"], e["server_ip"], state["state"],
+                " (%s)" % state["refusal"] if state["refusal"] else "",
+                " ".join("%s=%d" % item for item in sorted(state["counters"].items()))))
     out.write("drops: %s\n" % (" ".join("%s=%d" % (k, v) for k, v in sorted(drops.items()))))
     for message in listen_errors:
         out.write("error: %s\n" % message)
@@ -417,6 +494,16 @@ def write_auth_status(status, out):
     if status.get("unverified"):
         out.write("authentication: %d tagged frames were delivered unchecked: this client has no key file\n"
                   % status["unverified"])
+    if status.get("legacy_tags"):
+        out.write("authentication: tags in the legacy form that does not name this server (legacy_tags), "
+                  "for clients before 1.0.0: turn it off once every client runs 1.0.0 or later\n")
+    if status.get("accepted_unbound"):
+        out.write("authentication: %d frames accepted with legacy tags (a server before 1.0.0, or with "
+                  "legacy_tags): finish the upgrade of the servers\n" % status["accepted_unbound"])
+    if status.get("refused_unbound"):
+        out.write("authentication: %d frames with legacy tags REFUSED (auth_unbound): their server already sent "
+                  "tags that name it, or keys are required; a downgrade, or a server whose legacy_tags was turned "
+                  "on again\n" % status["refused_unbound"])
 
 
 def run_check_config(action, out):

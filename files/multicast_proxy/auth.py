@@ -19,8 +19,13 @@ from . import relay_config as config, relay_contract as contract, frame
 TAG_LEN = frame.TAG_LEN
 # A key file is a few hundred bytes; refuse to slurp anything absurd.
 MAX_KEY_FILE_BYTES = 64 * 1024
-# Reasons the client counts and logs, in the order it checks them.
-AUTH_DROP_REASONS = ("auth_missing", "auth_unknown_key", "auth_bad")
+# Reasons the client counts and logs, in the order it checks them.  auth_unbound:
+# a valid legacy tag (one that does not name its server) where it is no longer
+# accepted, see Verifier.check.
+AUTH_DROP_REASONS = ("auth_missing", "auth_unknown_key", "auth_bad", "auth_unbound")
+# What a legacy tag covers before the frame: nothing.  Releases before tags
+# named their server (before 1.0.0) made and checked only such tags.
+LEGACY_IDENTITY = b""
 # SHA-256 block size: the HMAC key pads are this long.
 _BLOCK = 64
 
@@ -106,7 +111,7 @@ def read_key_file(path):
         raise config.ConfigError(path, "larger than %d bytes; a key file lists at most %d keys"
                                  % (MAX_KEY_FILE_BYTES, config.MAX_AUTH_KEYS))
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise config.ConfigError(path, "not UTF-8 text; write the key file as JSON")
     return config.load_auth_keys(text, path)
@@ -171,9 +176,15 @@ class Signer:
         self.key_id = keys["send_key_id"]
         self._keyed = _Keyed(keys["keys"][self.key_id])
 
-    def bound(self, server_ip):
-        """A BoundSigner whose tags say that ``server_ip`` sent the frame."""
-        return BoundSigner(self.key_id, self._keyed, server_identity(server_ip), server_ip)
+    def bound(self, server_ip, legacy=False):
+        """A BoundSigner whose tags say that ``server_ip`` sent the frame.
+
+        ``legacy``: tags that do not name the server, which clients of
+        releases before 1.0.0 verify (the server's ``legacy_tags`` setting,
+        for the first step of an upgrade from them).
+        """
+        return BoundSigner(self.key_id, self._keyed, LEGACY_IDENTITY if legacy else server_identity(server_ip),
+                           server_ip)
 
 
 class BoundSigner:
@@ -197,31 +208,58 @@ class BoundSigner:
 class Verifier:
     """Checks tags against every listed key (old and new during a rotation) and
     counts the frames accepted with each key, so an operator can see when the
-    old key is no longer in use."""
+    old key is no longer in use.
 
-    __slots__ = ("_keyed", "accepted")
+    Legacy tags (``LEGACY_IDENTITY``: they do not name the server, as servers
+    before 1.0.0 and servers with ``legacy_tags`` make them) are accepted
+    from an entry's server until that server has sent one valid tag that
+    names it, and never when ``legacy_allowed`` is false (keys required):
+    after that a legacy tag is a downgrade, refused as ``auth_unbound``.
+    """
 
-    def __init__(self, keys, previous=None):
+    __slots__ = ("_keyed", "accepted", "unbound", "legacy_allowed")
+
+    def __init__(self, keys, previous=None, legacy_allowed=True):
         self._keyed = dict((key_id, _Keyed(secret)) for key_id, secret in keys["keys"].items())
         before = previous.accepted if previous is not None else {}
         self.accepted = dict((key_id, before.get(key_id, 0)) for key_id in keys["keys"])
+        # Frames accepted with a legacy tag: an upgrade that is not finished.
+        self.unbound = previous.unbound if previous is not None else 0
+        self.legacy_allowed = legacy_allowed
 
-    def check(self, view, flags, key_id, payload_end, server):
+    def check(self, view, flags, key_id, payload_end, server, window=None):
         """None when the frame carries a valid tag, else the drop reason.
 
         ``payload_end`` is where the tag starts (what ``frame.parse_from``
         returns); the tag covers ``server`` (``server_identity`` of the
-        address the frame came from) and ``view[:payload_end]``.
+        address the frame came from) and ``view[:payload_end]``.  ``window``
+        is the entry's ReplayWindow: its ``bound`` flag records that the
+        entry's server sends tags that name it; None for messages that have
+        no legacy form (subscriptions), which need a tag that names them.  A frame with a wrong tag
+        costs a second HMAC (the legacy form), so that a downgrade is told
+        apart from a forgery.
         """
         if not flags & frame.FLAG_TAG:
             return "auth_missing"
         keyed = self._keyed.get(key_id)
         if keyed is None:
             return "auth_unknown_key"
-        if not hmac.compare_digest(keyed.tag(server, view[:payload_end]), view[payload_end:payload_end + TAG_LEN]):
+        covered = view[:payload_end]
+        tag = view[payload_end:payload_end + TAG_LEN]
+        if hmac.compare_digest(keyed.tag(server, covered), tag):
+            if window is not None:
+                window.bound = True
+            return None
+        if window is None:
             return "auth_bad"
+        if not hmac.compare_digest(keyed.tag(LEGACY_IDENTITY, covered), tag):
+            return "auth_bad"
+        if window.bound or not self.legacy_allowed:
+            return "auth_unbound"
+        self.unbound += 1
         return None
 
     def as_dict(self):
         return {"key_ids": sorted(self.accepted), "accepted_by_key": dict(
-            (str(key_id), count) for key_id, count in sorted(self.accepted.items()))}
+            (str(key_id), count) for key_id, count in sorted(self.accepted.items())),
+            "accepted_unbound": self.unbound, "legacy_allowed": self.legacy_allowed}

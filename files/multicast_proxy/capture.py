@@ -19,8 +19,10 @@ datagrams that fit the interface MTU.
 """
 
 import errno
+import select
 import socket
 import struct
+import time
 
 from . import frame, netinfo, packet
 
@@ -156,3 +158,64 @@ def relay_captured(daemon, group, sock):
             continue
         daemon.payload_view[:length] = buf[start:end]
         daemon.send_frame(group, length, ip.src_addr, src_port, ip.tos, group_port, ip.proto)
+
+
+def observe_outgoing(groups, seconds, clock=time.monotonic):
+    """{group_ip: {interface: datagrams}}: which interfaces the ``groups`` [(group_ip, group_port)] left this
+    host by within ``seconds`` (the doctor's look at the source, docs/diagnose.md).
+
+    One packet socket per group on every interface, filtered in the kernel;
+    only PACKET_OUTGOING with TTL above 0 counts (a relay client's host-local
+    re-delivery has TTL 0).  Raises OSError when packet sockets cannot be
+    opened (not root, no ctypes).
+    """
+    sockets = {}
+    seen = {}
+    try:
+        for group_ip, group_port in groups:
+            # Every interface: a packet socket that is never bound.  What arrives before the filter is
+            # attached is unfiltered, so it is read away unseen.
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+            sockets[sock] = group_ip
+            attach_filter(sock, packet.bpf_udp_filter(frame.ip_to_int(group_ip), group_port))
+            sock.setblocking(False)
+            _drain(sock)
+            seen[group_ip] = {}
+        buf = bytearray(CAPTURE_BUFFER)
+        deadline = clock() + seconds
+        while sockets:
+            left = deadline - clock()
+            if left <= 0:
+                break
+            readable, _w, _x = select.select(list(sockets), [], [], left)
+            for sock in readable:
+                _count_outgoing(sock, buf, seen[sockets[sock]])
+    finally:
+        for sock in sockets:
+            sock.close()
+    return seen
+
+
+def _drain(sock):
+    try:
+        while True:
+            sock.recv(1)
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def _count_outgoing(sock, buf, counts):
+    """Count what ``sock`` holds by interface: outgoing, TTL above 0."""
+    for _attempt in range(BATCH):
+        try:
+            nbytes, address = sock.recvfrom_into(buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        if address[2] != PACKET_OUTGOING:
+            continue
+        try:
+            ip = packet.parse_ipv4(buf, nbytes)
+        except packet.PacketError:
+            continue
+        if ip.ttl > 0:
+            counts[address[0]] = counts.get(address[0], 0) + 1

@@ -145,7 +145,7 @@ def _option_flags(place):
     return flags
 
 
-_METAVARS = {"interface": "NAME"}
+_METAVARS = {"interface": "NAME", "join_interfaces": "all|route|IFACE,..."}
 
 
 def _option_usage(place):

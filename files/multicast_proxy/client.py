@@ -16,7 +16,7 @@ import struct
 import time
 
 from . import auth, client_fastpath, relay_config as config, frame, mmsg, netinfo, rawsend, replay
-from . import relay_contract as contract
+from . import relay_contract as contract, subscription
 from .daemon import Daemon
 from .replay import ReplayWindow
 from .sequence import SequenceTracker
@@ -36,6 +36,9 @@ DELIVERY_LOG_LINES = 16
 REPLAY_SAVE_INTERVAL = 5.0
 # Entries removed from the config whose windows are remembered (re-added, they resume).
 MAX_REMEMBERED_WINDOWS = 4096
+# How often /proc/net/igmp is read while dynamic entries exist: a local join is
+# seen within this, and a subscription follows at once (docs/dynamic-membership.md).
+IGMP_POLL_INTERVAL = 0.25
 # no_keys: keys are required (auth_required) but cannot be loaded, so nothing is delivered.
 # source_port: from a server's address, but not from the source port its entry names.
 CLIENT_DROP_REASONS = ("malformed", "bad_version", "unknown_server", "unknown_group", "source_port", "deliver_error",
@@ -45,7 +48,7 @@ CLIENT_DROP_REASONS = ("malformed", "bad_version", "unknown_server", "unknown_gr
 class Entry:
     __slots__ = ("server_ip", "server_port", "group_ip", "group_port", "destination", "sockaddr", "targets",
                  "interfaces", "raw", "rx_packets", "rx_bytes", "delivered_packets", "delivered_bytes", "tracker",
-                 "replay", "server_identity", "source_port", "port_word")
+                 "replay", "server_identity", "source_port", "port_word", "subscriber")
 
     def __init__(self, server_ip, server_port, group_ip, group_port):
         self.server_ip = server_ip
@@ -71,6 +74,8 @@ class Entry:
         self.replay = ReplayWindow()
         # What a tag from this entry's server covers before the frame (auth.server_identity).
         self.server_identity = auth.server_identity(server_ip)
+        # subscription.Subscriber of a dynamic entry, else None.
+        self.subscriber = None
 
     @property
     def key(self):
@@ -93,13 +98,16 @@ class Entry:
 
     def as_dict(self):
         tracker = self.tracker
-        return {"server_ip": self.server_ip, "server_port": self.server_port, "group_ip": self.group_ip,
-                "group_port": self.group_port, "source_port": self.source_port, "interfaces": list(self.interfaces),
-                "preserve_source": self.raw,
-                "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
-                "delivered_packets": self.delivered_packets, "delivered_bytes": self.delivered_bytes,
-                "lost": tracker.lost, "duplicates": tracker.duplicates, "reordered": tracker.reordered,
-                "last_seq": tracker.highest}
+        shown = {"server_ip": self.server_ip, "server_port": self.server_port, "group_ip": self.group_ip,
+                 "group_port": self.group_port, "source_port": self.source_port, "interfaces": list(self.interfaces),
+                 "preserve_source": self.raw,
+                 "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
+                 "delivered_packets": self.delivered_packets, "delivered_bytes": self.delivered_bytes,
+                 "lost": tracker.lost, "duplicates": tracker.duplicates, "reordered": tracker.reordered,
+                 "last_seq": tracker.highest}
+        if self.subscriber is not None:
+            shown["dynamic"] = self.subscriber.as_dict(time.monotonic())
+        return shown
 
 
 def open_delivery_socket(interface):
@@ -135,10 +143,12 @@ class ClientDaemon(Daemon):
         self.receiver = None    # client_fastpath receiver and sender, opened with the first config
         self.sender = None
         self._igmp_text = None
+        self._joined = {}       # what /proc/net/igmp said last: group -> interfaces with a local receiver
         self.verifier = None    # auth.Verifier while auth_keys.json exists
+        self.signer = None      # auth.Signer of this host's subscriptions while auth_keys.json exists
         self.unverified = 0     # tagged frames delivered unchecked: this client has no keys
-        # replay.state_key -> highest accepted sequence number of entries not
-        # configured now: read with the first config, and windows of removed entries.
+        # replay.state_key -> (highest accepted sequence number, bound) of entries
+        # not configured now: read with the first config, and windows of removed entries.
         self._resume = None
         self._saved_state = None
         self._next_state_save = 0.0
@@ -159,11 +169,11 @@ class ClientDaemon(Daemon):
             return {}
 
     def save_replay_state(self):
-        """Write the windows' highest numbers when they changed (only authenticated entries have any)."""
+        """Write the windows' highest numbers and bound flags when they changed (only authenticated entries have any)."""
         state = dict(self._resume or {})
         for entry in self.entries.values():
             if entry.replay.highest is not None:
-                state[entry.state_key] = entry.replay.highest
+                state[entry.state_key] = (entry.replay.highest, entry.replay.bound)
         if state == self._saved_state or (not state and self._saved_state is None):
             return
         try:
@@ -178,7 +188,9 @@ class ClientDaemon(Daemon):
         return config.load_client_config(text, self.config_path)
 
     def apply_auth(self, keys):
-        self.verifier = auth.Verifier(keys, self.verifier) if keys is not None else None
+        self.verifier = auth.Verifier(keys, self.verifier, legacy_allowed=not self.auth_required) \
+            if keys is not None else None
+        self.signer = auth.Signer(keys) if keys is not None else None
 
     def apply_config(self, cfg):
         if self.receiver is None:
@@ -187,31 +199,42 @@ class ClientDaemon(Daemon):
         if self._resume is None:
             # Before the first config's entries exist: they resume their windows.
             self._resume = self.load_replay_state()
-        changes = {"added": [], "removed": [], "ports_opened": [], "ports_closed": [], "errors": []}
+        changes = {"added": [], "removed": [], "updated": [], "ports_opened": [], "ports_closed": [], "errors": []}
         wanted = {}
         for item in cfg[config.CLIENT_TOP_KEY]:
             entry = Entry(item["server_ip"], item["server_port"], item["group_ip"], item["group_port"])
             entry.raw = bool(item.get("protocol") == "vrrp" or item.get("preserve_source")
                              or cfg.get("preserve_source"))
             entry.set_source_port(item.get("source_port", cfg.get("source_port")))
+            if item.get("dynamic"):
+                entry.subscriber = subscription.Subscriber()
             wanted[entry.key] = entry
         for key in list(self.entries):
             if key not in wanted:
                 gone = self.entries.pop(key)
+                self._unsubscribe(gone)
                 changes["removed"].append(self._describe(gone))
                 if gone.replay.highest is not None and len(self._resume) < MAX_REMEMBERED_WINDOWS:
                     # Added again, it must not accept what it accepted before.
-                    self._resume[gone.state_key] = gone.replay.highest
+                    self._resume[gone.state_key] = (gone.replay.highest, gone.replay.bound)
         for key, entry in wanted.items():
             if key not in self.entries:
-                highest = self._resume.pop(entry.state_key, None)
-                if highest is not None:
-                    entry.replay.resume(highest)
+                saved = self._resume.pop(entry.state_key, None)
+                if saved is not None:
+                    entry.replay.resume(saved[0])
+                    entry.replay.bound = saved[1]
                 self.entries[key] = entry
                 changes["added"].append(self._describe(entry))
             else:
-                self.entries[key].raw = entry.raw
-                self.entries[key].set_source_port(entry.source_port)
+                kept = self.entries[key]
+                # Kept with its sockets and counters; a changed option is still a change to report.
+                if (kept.raw, kept.source_port) != (entry.raw, entry.source_port):
+                    changes["updated"].append(self._describe(kept))
+                kept.raw = entry.raw
+                kept.set_source_port(entry.source_port)
+                if (entry.subscriber is None) != (kept.subscriber is None):
+                    self._unsubscribe(kept)
+                    kept.subscriber = entry.subscriber
         self.routes = dict((e.route, e) for e in self.entries.values())
         self.servers = set(client_fastpath.address_key(e.server_ip) for e in self.entries.values())
         addresses = self._scan_local_addresses()
@@ -220,7 +243,79 @@ class ClientDaemon(Daemon):
         self._sync_listeners(changes)
         self._igmp_text = None
         self.refresh_delivery(cfg)
+        if any(e.subscriber is not None for e in self.entries.values()):
+            self.next_timer = min(self.next_timer, time.monotonic())
         return changes
+
+    # -- dynamic entries (docs/dynamic-membership.md) ----------------------------
+    def timer(self):
+        """Subscribe while a local application has joined the group, refresh, unsubscribe after the last."""
+        dynamic = [e for e in self.entries.values() if e.subscriber is not None]
+        if not dynamic:
+            self.next_timer = float("inf")
+            return
+        now = time.monotonic()
+        self.next_timer = now + IGMP_POLL_INTERVAL
+        self.refresh_delivery(self.cfg)
+        for entry in dynamic:
+            kind = entry.subscriber.tick(entry.group_ip in self._joined, now)
+            if kind is not None:
+                self._send_subscription(entry, kind)
+
+    def _unsubscribe(self, entry):
+        """Leave at once for an entry that goes away (removed, made static, the daemon stopping)."""
+        if entry.subscriber is not None and entry.subscriber.tick(False, time.monotonic()) is not None:
+            self._send_subscription(entry, subscription.LEAVE)
+
+    def _send_subscription(self, entry, kind):
+        """A JOIN or LEAVE from this host's relay port to the server's, tagged when keys are loaded."""
+        sock = self.listeners.get(("0.0.0.0", entry.server_port))
+        if sock is None:
+            self.drop_log.drop("subscription", "group %s:%d: cannot subscribe, port %d is not open"
+                               % (entry.group_ip, entry.group_port, entry.server_port))
+            return
+        signer = None
+        if self.signer is not None:
+            signer = self.signer.bound(netinfo.route_source(entry.server_ip) or "0.0.0.0")
+        message = subscription.encode(kind, frame.ip_to_int(entry.group_ip), entry.group_port,
+                                      entry.subscriber.cookie, signer=signer)
+        try:
+            sock.sendto(message, (entry.server_ip, entry.server_port))
+        except OSError as exc:
+            self.drop_log.drop("subscription", "group %s:%d: cannot send a %s to %s:%d: %s" % (
+                entry.group_ip, entry.group_port, subscription.KIND_NAMES[kind], entry.server_ip, entry.server_port,
+                exc.strerror or exc))
+
+    def _subscription_reply(self, view, nbytes, source, port):
+        """A server's challenge, acknowledgement or refusal for a dynamic entry; anything else is counted."""
+        try:
+            message = subscription.parse(view, nbytes)
+        except subscription.SubscriptionError as exc:
+            self.drops[exc.reason] += 1
+            self.drop_log.drop(exc.reason, "from %s:%d on port %d: %s" % (source + (port, exc)))
+            return
+        entry = self.routes.get((client_fastpath.address_key(source[0]), port, message.group_addr,
+                                 message.group_port))
+        if entry is None or entry.subscriber is None or source[1] != entry.server_port:
+            reason = "unknown_group" if client_fastpath.address_key(source[0]) in self.servers else "unknown_server"
+            self.drops[reason] += 1
+            self.drop_log.drop(reason, "subscription %s from %s:%d on port %d matches no dynamic entry" % (
+                subscription.KIND_NAMES[message.kind], source[0], source[1], port))
+            return
+        if self.verifier is not None:
+            reason = self.verifier.check(view, message.flags, message.key_id, subscription.HEADER_LEN,
+                                         entry.server_identity)
+            if reason is not None:
+                self.drops[reason] += 1
+                self.drop_log.drop(reason, "subscription %s from %s:%d, key id %d" % (
+                    subscription.KIND_NAMES[message.kind], source[0], source[1], message.key_id))
+                return
+        if message.kind == subscription.REFUSED:
+            self.drop_log.warning("subscription_refused", 4, "server %s refused the subscription to %s:%d: %s",
+                                  entry.server_ip, entry.group_ip, entry.group_port,
+                                  subscription.REFUSAL_CODES.get(message.refusal, message.refusal))
+        if entry.subscriber.on_message(message, time.monotonic()):
+            self._send_subscription(entry, subscription.JOIN)
 
     @staticmethod
     def _describe(entry):
@@ -324,7 +419,7 @@ class ClientDaemon(Daemon):
         if igmp_text == self._igmp_text:
             return
         self._igmp_text = igmp_text
-        joined = netinfo.parse_igmp(igmp_text)
+        joined = self._joined = netinfo.parse_igmp(igmp_text)
         configured = cfg.get("interface") if cfg else None
         needed = {}
         for entry in self.entries.values():
@@ -361,6 +456,8 @@ class ClientDaemon(Daemon):
         self.delivery = needed
 
     def close_data_sockets(self):
+        for entry in self.entries.values():
+            self._unsubscribe(entry)
         if self.verifier is not None:
             self.save_replay_state()
         for sock in self.listeners.values():
@@ -383,7 +480,9 @@ class ClientDaemon(Daemon):
             self.rewatch(sock, self._make_reader(port))
 
     def auth_status(self):
-        return dict(super(ClientDaemon, self).auth_status(), unverified=self.unverified)
+        return dict(super(ClientDaemon, self).auth_status(), unverified=self.unverified,
+                    accepted_unbound=self.verifier.unbound if self.verifier is not None else 0,
+                    refused_unbound=self.drops["auth_unbound"])
 
     def _make_reader(self, port):
         # functools.partial: called from C, no Python frame between the loop and the delivery.
@@ -514,6 +613,14 @@ class ClientDaemon(Daemon):
                     end = nbytes
                 if nbytes < frame.HEADER_LEN or magic != frame.MAGIC or version != frame.VERSION or flags \
                         or start != frame.HEADER_LEN:
+                    if nbytes >= frame.HEADER_LEN and magic == subscription.MAGIC:
+                        # A server's answer to a dynamic entry's subscription (never a data frame).
+                        message = view[:nbytes]
+                        try:
+                            self._subscription_reply(message, nbytes, receiver.source(index), port)
+                        finally:
+                            message.release()
+                        continue
                     # Not a plain untagged v1 frame: the frame module decides (tag, error and its reason).
                     try:
                         (flags, proto, tos, key_id, group_addr, group_port, src_addr, src_port, seq,
@@ -545,7 +652,7 @@ class ClientDaemon(Daemon):
                                                                               entry.source_port)))
                     continue
                 if verifier is not None:
-                    reason = verifier.check(view, flags, key_id, end, entry.server_identity)
+                    reason = verifier.check(view, flags, key_id, end, entry.server_identity, entry.replay)
                     if reason is None and not entry.replay.admit(seq):
                         reason = "replay"
                     if reason is not None:

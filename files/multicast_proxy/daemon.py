@@ -287,6 +287,8 @@ class Daemon:
         # (--metrics ...), which win over the config file's settings.
         self.metrics = metrics.Metrics(self)
         self.metrics_override = {}
+        # When ``timer`` runs next (monotonic): subclasses with sub-second work set it.
+        self.next_timer = float("inf")
         # The smallest socket buffer of each kind the kernel granted (-P --json "socket_buffers").
         self.socket_buffers = {}
 
@@ -322,6 +324,10 @@ class Daemon:
 
     def tick(self):
         """Called about once a second."""
+
+    def timer(self):
+        """Called when ``next_timer`` has come (dynamic membership's sub-second steps); sets the next one."""
+        self.next_timer = float("inf")
 
     # -- lifecycle ----------------------------------------------------------
     def read_config(self):
@@ -452,7 +458,7 @@ class Daemon:
         exporter = self.metrics
         while not self.stopping:
             # While a metrics textfile is being written, one step of it per round.
-            timeout = 0.0 if exporter.busy() else max(0.0, next_tick - time.monotonic())
+            timeout = 0.0 if exporter.busy() else max(0.0, min(next_tick, self.next_timer) - time.monotonic())
             try:
                 for fd, _events in poll(timeout):
                     # Looked up now, not when poll returned: an earlier callback of
@@ -470,6 +476,12 @@ class Daemon:
                     exporter.step()
                 except Exception as exc:  # pylint: disable=broad-except
                     self.handler_failed("metrics textfile", exc)
+            if time.monotonic() >= self.next_timer:
+                try:
+                    self.timer()
+                except Exception as exc:  # pylint: disable=broad-except
+                    self.next_timer = time.monotonic() + 1.0
+                    self.handler_failed("timer", exc)
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + 1.0
                 self.drop_log.flush()

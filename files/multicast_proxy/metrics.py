@@ -182,7 +182,7 @@ def _server_row(group):
     return {
         "label": group_label,
         "info": labels(group=group.group_ip, group_port=group.group_port, server_port=group.server_port,
-                       interface=group.interface or "", mode=group.mode),
+                       interface=group.interface_label, mode=group.mode),
         "up": 0 if group.error else 1, "members": len(group.members),
         "rx_packets": group.rx_packets, "rx_bytes": group.rx_bytes,
         "drops": [(labels(group=group.group_ip, reason=reason), count) for reason, count in sorted(group.drops.items())],
@@ -202,6 +202,7 @@ def server_pieces(daemon, detail):
         rows.extend(_server_row(group) for group in chunk)
         yield ""
     yield from _row_families(rows, _SERVER_GROUP_FAMILIES)
+    yield from _subscription_pieces(daemon.subscriptions)
     if detail != "member":
         return
     for name, help_text, key in ((f[0], f[2], f[3]) for f in _SERVER_MEMBER_FAMILIES):
@@ -216,6 +217,22 @@ def server_pieces(daemon, detail):
                 piece = ""
         if piece:
             yield piece
+
+
+def _subscription_pieces(subscriptions):
+    """Dynamic members (docs/dynamic-membership.md): only while some group takes subscriptions."""
+    dynamic = [subscriptions.groups[addr] for addr in sorted(subscriptions.groups)]
+    if not dynamic:
+        return
+    yield _family("multicast_proxy_server_dynamic_members", "gauge", "Members of the group that subscribed.",
+                  [(labels(group=group.group_ip), len(group.members)) for group in dynamic])
+    yield _family("multicast_proxy_server_subscription_events_total", "counter",
+                  "Subscription events of the group: joins, refreshes, leaves, expiries, challenges, acks.",
+                  [(labels(group=group.group_ip, event=event), count) for group in dynamic
+                   for event, count in sorted(group.events.items())])
+    yield _family("multicast_proxy_server_subscription_refusals_total", "counter",
+                  "Subscription messages refused, by reason.",
+                  [(labels(reason=reason), count) for reason, count in sorted(subscriptions.refusals.items())])
 
 
 _CLIENT_ENTRY_FAMILIES = (

@@ -21,12 +21,15 @@ _MASK = (1 << WINDOW) - 1
 
 
 class ReplayWindow:
-    __slots__ = ("highest", "bitmap")
+    __slots__ = ("highest", "bitmap", "bound")
 
     def __init__(self):
         self.highest = None
         # Bit i set: sequence number highest - i was accepted.
         self.bitmap = 0
+        # The entry's server has sent a valid tag that names it: from then on
+        # a legacy tag from it is a downgrade (auth.Verifier.check).
+        self.bound = False
 
     def resume(self, highest):
         """Continue after ``highest``, the highest number a previous window accepted: it and all below are refused.
@@ -70,7 +73,11 @@ def state_key(server_ip, server_port, group_ip, group_port):
 
 
 def parse_state(data):
-    """The {state_key: highest} of CLIENT_STATE_FILE's bytes; raises ValueError saying what is wrong."""
+    """The {state_key: (highest, bound)} of CLIENT_STATE_FILE's bytes; raises ValueError saying what is wrong.
+
+    ``bound``: the entry's server sends tags that name it (ReplayWindow.bound).
+    A file of a release before 1.0.0 has no "bound" list: no entry is bound.
+    """
     if len(data) > MAX_STATE_BYTES:
         raise ValueError("larger than %d bytes" % MAX_STATE_BYTES)
     try:
@@ -81,16 +88,22 @@ def parse_state(data):
         raise ValueError("not JSON (%s)" % exc)
     if not isinstance(obj, dict) or not isinstance(obj.get("highest"), dict):
         raise ValueError('not an object with "highest": {entry: sequence number}')
+    bound = obj.get("bound", [])
+    if not isinstance(bound, list) or not all(isinstance(key, str) and key in obj["highest"] for key in bound):
+        raise ValueError('"bound" is not a list of entries of "highest"')
     state = {}
     for key, value in obj["highest"].items():
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
             raise ValueError("highest[%s] is not a sequence number" % json.dumps(key))
-        state[key] = value
+        state[key] = (value, key in bound)
     return state
 
 
 def dump_state(state):
-    return (json.dumps({"highest": state}, sort_keys=True) + "\n").encode("utf-8")
+    """The bytes of CLIENT_STATE_FILE for {state_key: (highest, bound)}."""
+    return (json.dumps({"highest": dict((key, value[0]) for key, value in state.items()),
+                        "bound": sorted(key for key, value in state.items() if value[1])},
+                       sort_keys=True) + "\n").encode("utf-8")
 
 
 # The second a server run puts in the upper half of its sequence numbers is

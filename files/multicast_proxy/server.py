@@ -11,6 +11,14 @@ light load it is all there is, and latency counts); what is queued behind it
 is read with one ``recvmmsg`` and sent with one ``sendmmsg`` per up to 1024
 copies.
 
+A group that names no interface is joined on every up multicast interface
+with IPv4 (``join_interfaces`` "all", the default): the loopback copy of a
+local source's datagram reaches only sockets that joined on the interface it
+left from, and an application on a multi-NIC host may send out of any of
+them.  The joins are several IP_ADD_MEMBERSHIPs on the group's one socket,
+so a datagram is still read once; ``tick`` rescans the interfaces every
+second and joins or leaves as they come and go.
+
 Per member the daemon keeps only what differs from its group: when a member
 joined a group that had already relayed, and what failed to reach it.  A
 member's sent counters are the group's minus those, so a datagram that
@@ -27,7 +35,8 @@ import struct
 import time
 
 from . import auth, capture, relay_config as config, frame, mmsg, netinfo, replay, server_fastpath
-from .daemon import Daemon
+from .daemon import Daemon, set_buffer
+from .server_subscriptions import DynamicMembers
 
 # Socket options the socket module of older Pythons may lack (Linux values).
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
@@ -63,15 +72,43 @@ JOIN_LOG_LINES = 16
 GROUP_DROP_REASONS = ("loop", "oversize", "receive_error", "fragment", "malformed", "no_keys")
 
 
+def join_text(join):
+    """A join setting for messages: all, or eth0,10.0.1.5."""
+    return join if isinstance(join, str) else ",".join(join)
+
+
+def join_setting(entry, cfg):
+    """(pinned interface or None, join_interfaces) of a group: its own setting, else the server's.
+
+    ``interface`` names the one interface (the validator refuses both at one
+    level); a group that sets neither follows the server's, whose default is "all".
+    """
+    for level in (entry, cfg):
+        if level.get("interface"):
+            return level["interface"], None
+        if "join_interfaces" in level:
+            return None, level["join_interfaces"]
+    return None, config.JOIN_ALL
+
+
 class Group:
     """A joined group socket and its counters."""
 
-    def __init__(self, group_ip, group_port, interface, seq_base, mode=capture.MODE_SOCKET):
+    # Sizes the group socket's receive buffer; the daemon gives each group its
+    # own method, which reports the size the kernel granted.
+    set_buffer = staticmethod(set_buffer)
+
+    def __init__(self, group_ip, group_port, interface, seq_base, mode=capture.MODE_SOCKET, join=None):
         self.group_ip = group_ip
         self.group_port = group_port
         self.mode = mode
         self.group_addr = frame.ip_to_int(group_ip)
         self.interface = interface
+        # None: joined on ``interface`` alone (pinned, the route's, capture);
+        # else the join_interfaces setting ("all" or a tuple of names and addresses).
+        self.join = join
+        self.joined = {}        # interface name -> index of each membership the socket holds
+        self.join_problem = ""  # what could not be joined, and why
         self.server_port = None
         self.members = ()       # member addresses in config order
         self.targets = None     # server_fastpath.MemberSet of the members at server_port
@@ -95,19 +132,32 @@ class Group:
 
     @property
     def key(self):
-        return (self.group_ip, self.group_port, self.interface, self.mode)
+        return (self.group_ip, self.group_port, self.interface, self.mode, self.join)
 
-    def open(self, set_buffer):
-        """Bind group_ip:group_port and join on the explicit interface (capture mode: see capture.py).
+    @property
+    def interface_label(self):
+        """The metrics' interface label: the one interface, else the join setting ("all", "eth0,eth1"), which
+        changes with the config only, not with each rescan."""
+        return self.interface or (join_text(self.join) if self.join is not None else "")
 
-        ``set_buffer(sock, option, size)`` sizes the receive buffer (the daemon's, which reports it).
+    @property
+    def interfaces(self):
+        """The interfaces the group is picked up from now."""
+        return list(self.joined) if self.mode == capture.MODE_SOCKET else [self.interface] if self.sock else []
+
+    def open(self, targets=(), problem=""):
+        """Bind group_ip:group_port and join on the explicit interface, or on ``targets`` (netinfo.Interface
+        tuples) when the group has a join setting (capture mode: see capture.py).
+
+        The receive buffer is sized by ``self.set_buffer``: the daemon's, which reports what it got.
         """
         if self.mode != capture.MODE_SOCKET:
             self.sock = capture.open_capture_socket(self.interface, self.group_ip, self.group_port, self.mode,
-                                                    set_buffer)
+                                                    self.set_buffer)
             return
-        ifindex = netinfo.interface_index(self.interface)
-        address = netinfo.interface_address(self.interface) or "0.0.0.0"
+        if self.join is None:
+            ifindex = netinfo.interface_index(self.interface)
+            address = netinfo.interface_address(self.interface) or "0.0.0.0"
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             # Local receivers of the same group share the port with us.
@@ -116,23 +166,73 @@ class Group:
             sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
-            set_buffer(sock, socket.SO_RCVBUF, RECV_BUFFER)
+            self.set_buffer(sock, socket.SO_RCVBUF, RECV_BUFFER)
             sock.bind((self.group_ip, self.group_port))
-            # struct ip_mreqn: group, interface address, interface index.  Never
-            # INADDR_ANY without an index: the kernel would pick the default
-            # route's interface, the failure the field notes describe.
-            mreqn = socket.inet_aton(self.group_ip) + socket.inet_aton(address) + struct.pack("=i", ifindex)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
             sock.setblocking(False)
+            if self.join is None:
+                # struct ip_mreqn: group, interface address, interface index.  Never
+                # INADDR_ANY without an index: the kernel would pick the default
+                # route's interface, the failure the field notes describe.
+                mreqn = socket.inet_aton(self.group_ip) + socket.inet_aton(address) + struct.pack("=i", ifindex)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+                self.joined = {self.interface: ifindex}
+            else:
+                self.sock = sock
+                self.sync_joins(targets, problem)
+                if not self.joined:
+                    raise netinfo.InterfaceError("joined on no interface (join_interfaces %s): %s"
+                                                 % (join_text(self.join), self.join_problem))
         except BaseException:
             sock.close()
+            self.sock = None
+            self.joined = {}
             raise
         self.sock = sock
+
+    def _membership(self, option, index):
+        # ip_mreqn with the interface index alone: the kernel takes the interface from it.
+        self.sock.setsockopt(socket.IPPROTO_IP, option, socket.inet_aton(self.group_ip) + socket.inet_aton("0.0.0.0")
+                             + struct.pack("=i", index))
+
+    def sync_joins(self, targets, problem=""):
+        """Hold memberships on exactly ``targets``; (names joined, names left).
+
+        A membership whose interface vanished or was re-created under another
+        index is dropped (the kernel may have dropped it already: errors are
+        ignored).  A join that fails is named in ``join_problem``.
+        """
+        wanted = dict((target.name, target.index) for target in targets)
+        left = []
+        for name, index in list(self.joined.items()):
+            if wanted.get(name) != index:
+                try:
+                    self._membership(socket.IP_DROP_MEMBERSHIP, index)
+                except OSError:
+                    pass
+                del self.joined[name]
+                left.append(name)
+        added = []
+        problems = [problem] if problem else []
+        for target in targets:
+            if target.name in self.joined:
+                continue
+            try:
+                self._membership(socket.IP_ADD_MEMBERSHIP, target.index)
+            except OSError as exc:
+                hint = " (net.ipv4.igmp_max_memberships: one membership per interface)" \
+                    if exc.errno == errno.ENOBUFS else ""
+                problems.append("cannot join on %s: %s%s" % (target.name, exc.strerror or exc, hint))
+            else:
+                self.joined[target.name] = target.index
+                added.append(target.name)
+        self.join_problem = "; ".join(problems)
+        return added, left
 
     def close(self):
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+        self.joined = {}
 
     def set_members(self, member_ips, server_port, fan_out):
         """Point the group at these members; True when they or the port changed.
@@ -198,14 +298,19 @@ class Group:
             sent_bytes -= unsent
         return copies + self.retired[0], sent_bytes + self.retired[1], errors + self.retired[2]
 
+    def join_setting(self):
+        """The join_interfaces in effect as JSON gives it: "all", a list, or None (one interface)."""
+        return list(self.join) if isinstance(self.join, tuple) else self.join
+
     def as_dict(self):
         return {"group_ip": self.group_ip, "group_port": self.group_port, "server_port": self.server_port,
-                "interface": self.interface, "mode": self.mode, "state": "error" if self.error else "joined",
+                "interface": self.interface, "interfaces": self.interfaces, "join_interfaces": self.join_setting(),
+                "join_problem": self.join_problem, "mode": self.mode, "state": "error" if self.error else "joined",
                 "error": self.error, "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
                 "drops": dict(self.drops), "members": [self.member_dict(ip) for ip in self.members]}
 
 
-class ServerDaemon(Daemon):
+class ServerDaemon(DynamicMembers, Daemon):
     side = "server"
 
     def __init__(self, directory=None):
@@ -230,8 +335,13 @@ class ServerDaemon(Daemon):
         self.source_port_error = ""
         self.receiver = None    # server_fastpath.BurstReceiver where recvmmsg and sendmmsg can be called
         self.signer = None      # auth.Signer while auth_keys.json exists
+        self.verifier = None    # auth.Verifier of subscriptions while auth_keys.json exists
+        self.init_dynamic_members()
         self._src_cache = {}
         self._next_retry = 0.0
+        # The last interface scan for the groups with a join setting, with the memberships a
+        # socket may hold then (net.ipv4.igmp_max_memberships); None: not scanned yet.
+        self._interfaces = None
 
     def load_config_text(self, text):
         return config.load_server_config(text, self.config_path)
@@ -242,11 +352,16 @@ class ServerDaemon(Daemon):
             os.path.join(self.directory, replay.RUN_FILE), self.started))
         super(ServerDaemon, self).start()
 
+    def auth_status(self):
+        legacy = bool(self.signer is not None and (self.cfg or {}).get("legacy_tags"))
+        return dict(super(ServerDaemon, self).auth_status(), legacy_tags=legacy)
+
     def apply_auth(self, keys):
         self.signer = auth.Signer(keys) if keys is not None else None
+        self.verifier = auth.Verifier(keys) if keys is not None else None
         self._bind_signers(self.cfg)
 
-    def _bind_signers(self, cfg):
+    def _bind_signers(self, cfg, groups=None):
         """Give every group the signer of the address its members receive from (tags name their server).
 
         That address is the config's top-level ``address``, else the local
@@ -259,8 +374,9 @@ class ServerDaemon(Daemon):
                 group.signer = None
             return
         configured = (cfg or {}).get("address")
+        legacy = bool((cfg or {}).get("legacy_tags"))
         sources = {}
-        for group in self.groups.values():
+        for group in self.groups.values() if groups is None else groups:
             address = configured
             if address is None:
                 for member in group.members:
@@ -274,7 +390,7 @@ class ServerDaemon(Daemon):
                                           "the frames as auth_bad: set the address members receive from "
                                           "(multis_admin --set address=IP) or split the members by network",
                                           group.group_ip, ", ".join(found), address)
-            group.signer = self.signer.bound(address)
+            group.signer = self.signer.bound(address, legacy=legacy)
 
     def _new_sender(self, port):
         """A copy socket bound to UDP ``port`` of every address (0: an ephemeral port). Raises OSError.
@@ -350,6 +466,7 @@ class ServerDaemon(Daemon):
     def apply_config(self, cfg):
         changes = {"added": [], "removed": [], "rejoined": [], "updated": [], "errors": []}
         self._bind_source_port(cfg, changes)
+        self.configure_dynamic_members(cfg[config.SERVER_TOP_KEY])
         joined = []
         wanted = {}
         for entry in cfg[config.SERVER_TOP_KEY]:
@@ -363,24 +480,36 @@ class ServerDaemon(Daemon):
             route_text = netinfo.read_text(netinfo.ROUTE_FILE)
         except OSError:
             route_text = ""
+        routes = netinfo.parse_routes(route_text)
+        self._interfaces = None
         for group_ip, entry in wanted.items():
-            configured = entry.get("interface") or cfg.get("interface")
-            try:
-                interface = netinfo.interface_for_group(group_ip, configured, route_text)
-            except netinfo.InterfaceError as exc:
-                interface = configured or ""
-                error = str(exc)
-            else:
-                error = ""
-            current = self.groups.get(group_ip)
             mode = capture.group_mode(entry)
-            if current is not None and current.key == (group_ip, entry["group_port"], interface, mode) \
+            configured, join = join_setting(entry, cfg)
+            if mode != capture.MODE_SOCKET or join == config.JOIN_ROUTE:
+                # Capture mode reads one interface: the pinned one or the route's.
+                join = None
+            error = ""
+            if join is not None:
+                interface = ""
+                join = join if join == config.JOIN_ALL else tuple(join)
+            else:
+                try:
+                    interface = netinfo.interface_for_group(group_ip, configured, route_text)
+                except netinfo.InterfaceError as exc:
+                    interface = configured or ""
+                    error = str(exc)
+            current = self.groups.get(group_ip)
+            if current is not None and current.key == (group_ip, entry["group_port"], interface, mode, join) \
                     and not current.error:
-                if current.set_members(entry["member_array"], entry["server_port"], self.fan_out):
+                if current.set_members(self._fan_out_members(group_ip), entry["server_port"], self.fan_out):
                     changes["updated"].append(group_ip)
+                if join is not None:
+                    # A reload looks again (a raised igmp_max_memberships, say).
+                    current.sync_joins(*self._join_targets(join, routes, group_ip))
                 continue
             group = Group(group_ip, entry["group_port"], interface,
-                          max(self.seq_base, self.retired_seq.pop(group_ip, 0)), mode)
+                          max(self.seq_base, self.retired_seq.pop(group_ip, 0)), mode, join)
+            group.set_buffer = self.set_buffer
             if current is not None:
                 # Counters and sequence survive a rejoin, so -P stays meaningful.
                 group.rx_packets, group.rx_bytes, group.seq = current.rx_packets, current.rx_bytes, current.seq
@@ -390,16 +519,17 @@ class ServerDaemon(Daemon):
                 changes["rejoined"].append(group_ip)
             else:
                 changes["added"].append(group_ip)
-            group.set_members(entry["member_array"], entry["server_port"], self.fan_out)
+            group.set_members(self._fan_out_members(group_ip), entry["server_port"], self.fan_out)
             self.groups[group_ip] = group
             if error:
                 group.error = error
             else:
                 try:
-                    group.open(self.set_buffer)
+                    group.open(*(self._join_targets(join, routes, group_ip) if join is not None else ()))
                 except (OSError, netinfo.InterfaceError) as exc:
                     group.error = "cannot join %s:%d on %s: %s" % (
-                        group_ip, group.group_port, interface, getattr(exc, "strerror", None) or exc)
+                        group_ip, group.group_port, interface or "(join_interfaces %s)" % join_text(join),
+                        getattr(exc, "strerror", None) or exc)
             if group.error:
                 if current is None or group.error != current.error:
                     self.log.error("group %s: %s", group_ip, group.error)
@@ -409,7 +539,58 @@ class ServerDaemon(Daemon):
                 joined.append(group)
         self._bind_signers(cfg)
         self._log_joined(joined)
+        self._sync_subscription_sockets(changes)
         return changes
+
+    def _scan_interfaces(self):
+        """(interfaces, igmp_max_memberships) now; the last scan's when the interfaces cannot be listed."""
+        try:
+            interfaces = netinfo.scan_interfaces()
+        except OSError as exc:
+            self.drop_log.drop("interface", "cannot list the interfaces, keeping the joins: %s"
+                               % (exc.strerror or exc))
+            return self._interfaces or ((), netinfo.DEFAULT_IGMP_MAX_MEMBERSHIPS)
+        return interfaces, netinfo.igmp_max_memberships()
+
+    def _join_targets(self, join, routes, group_ip):
+        """(interfaces, problem) where a group with join setting ``join`` is joined, from one scan per
+        apply_config or tick (``self._interfaces``, None: not scanned yet)."""
+        if self._interfaces is None:
+            self._interfaces = self._scan_interfaces()
+        interfaces, limit = self._interfaces
+        return netinfo.join_targets(join, interfaces, netinfo.route_interface(routes, group_ip), limit)
+
+    def _rescan_joins(self):
+        """Join and leave as interfaces come and go (the groups with a join setting; once a second).
+
+        A group that could be joined nowhere is retried at once when the
+        interfaces change, not at the next 30-second retry.
+        """
+        joining = [group for group in self.groups.values() if group.join is not None]
+        if not joining:
+            return
+        scan = self._scan_interfaces()
+        if scan == self._interfaces:
+            return
+        self._interfaces = scan
+        if any(group.error for group in joining):
+            self._next_retry = 0.0
+        joining = [group for group in joining if group.sock is not None]
+        try:
+            route_text = netinfo.read_text(netinfo.ROUTE_FILE)
+        except OSError:
+            route_text = ""
+        routes = netinfo.parse_routes(route_text)
+        for group in joining:
+            added, left = group.sync_joins(*self._join_targets(group.join, routes, group.group_ip))
+            if added or left:
+                change = (["joined on " + ", ".join(added)] if added else []) + \
+                    (["left " + ", ".join(left)] if left else [])
+                self.log.info("group %s: %s; now picked up on %s", group.group_ip, ", ".join(change),
+                              ", ".join(group.joined) or "no interface")
+            if group.join_problem:
+                self.drop_log.warning("join_" + group.group_ip, 1, "group %s: %s", group.group_ip,
+                                      group.join_problem)
 
     def _log_joined(self, joined):
         """One line per joined group, or one line in all when there are many.
@@ -421,9 +602,12 @@ class ServerDaemon(Daemon):
         if len(joined) <= JOIN_LOG_LINES:
             for group in joined:
                 self.log.info("group %s:%d joined on %s (%s), %d members, server port %d", group.group_ip,
-                              group.group_port, group.interface, group.mode, len(group.members), group.server_port)
+                              group.group_port, ", ".join(group.interfaces), group.mode, len(group.members),
+                              group.server_port)
+                if group.join_problem:
+                    self.log.warning("group %s: %s", group.group_ip, group.join_problem)
             return
-        where = collections.Counter((group.interface, group.mode) for group in joined)
+        where = collections.Counter((",".join(group.interfaces), group.mode) for group in joined)
         self.log.info("%d groups joined: %s; multis_admin -S lists them", len(joined),
                       ", ".join("%d on %s (%s)" % (count, interface, mode)
                                 for (interface, mode), count in sorted(where.items())))
@@ -434,6 +618,7 @@ class ServerDaemon(Daemon):
         # virtual address comes and goes); only capture groups pay for the read.
         if any(group.mode != capture.MODE_SOCKET for group in self.groups.values()):
             self.local_addresses = capture.read_local_addresses()
+        self._rescan_joins()
         now = time.monotonic()
         if now < self._next_retry:
             return
@@ -453,6 +638,7 @@ class ServerDaemon(Daemon):
         group.close()
 
     def close_data_sockets(self):
+        self.close_subscription_sockets()
         for group_ip in list(self.groups):
             self._remove_group(group_ip)
         if self.receiver is not None:
@@ -667,8 +853,8 @@ class ServerDaemon(Daemon):
     def stats(self):
         return {"side": "server", "started": int(self.started),
                 "auth": {"send_key_id": self.signer.key_id} if self.signer is not None else None,
-                "sender": self.sender_status(),
-                "groups": [self.groups[g].as_dict() for g in sorted(self.groups, key=frame.ip_to_int)]}
+                "sender": self.sender_status(), "subscriptions": self.subscription_status(),
+                "groups": [self._group_stats(self.groups[g]) for g in sorted(self.groups, key=frame.ip_to_int)]}
 
     def sender_status(self):
         """Where the copies leave from: the configured source_port (None: any), the bound port, and an error."""
@@ -678,6 +864,8 @@ class ServerDaemon(Daemon):
 
     def show(self):
         return {"side": "server", "config": self.cfg, "sender": self.sender_status(),
-                "groups": [{"group_ip": g.group_ip, "interface": g.interface,
-                            "state": "error" if g.error else "joined", "error": g.error}
+                "groups": [{"group_ip": g.group_ip, "interface": g.interface, "interfaces": g.interfaces,
+                            "join_interfaces": g.join_setting(), "join_problem": g.join_problem,
+                            "state": "error" if g.error else "joined", "error": g.error,
+                            "dynamic_members": self._dynamic_members(g.group_ip)}
                            for g in self.groups.values()]}

@@ -307,13 +307,14 @@ def _settings(settings, place, host, side):
     rows = dict((option.key, option) for option in optional_rows(place))
     result = {}
     for key, value in settings.items():
-        if rows[key].kind == "port" and value not in (None, ""):
-            # A template gives "868" or 868; 0 is "no setting".
+        if rows[key].kind in ("port", "flag", "join_interfaces") and value not in (None, ""):
+            # A template gives "868" or 868 (0 is "no setting"), "False" or false (false is "no setting"),
+            # "eth0,eth1" or a list.
             try:
                 value = parse_option_text(rows[key], value, "host %s: %s setting %s" % (host, side, key))
             except ConfigError as exc:
                 raise FleetError(to_native(exc))
-        if value not in (None, ""):
+        if value not in (None, "", False):
             result[key] = value
     return result
 

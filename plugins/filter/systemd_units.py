@@ -84,6 +84,8 @@ PLATFORM_SYSTEMD = {
     "Debian 12": 252,
     "EL 9": 252,
     "Ubuntu 24.04": 255,
+    "Debian 13": 257,
+    "Alibaba Cloud Linux 3": 239,
 }
 
 

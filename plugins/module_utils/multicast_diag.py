@@ -28,7 +28,7 @@ __metaclass__ = type
 
 import collections
 
-from .multicast_diag_firewall import firewall_verdict
+from .multicast_diag_firewall import firewall_verdict, firewalls_verdict
 from .multicast_diag_kernel import (
     FactsError,
     collect_facts,
@@ -70,18 +70,36 @@ WELL_KNOWN_LINK_LOCAL = {
 
 # ---------------------------------------------------------------- relay inputs
 
-ServerGroup = collections.namedtuple("ServerGroup", "group_ip group_port server_port interface members")
+# interface: the pinned one or None; join: where a group without one is joined ("all", "route" or a list of
+# interface names and addresses, the server's join_interfaces; None when pinned or captured).
+ServerGroup = collections.namedtuple("ServerGroup", "group_ip group_port server_port interface members join")
 ClientEntry = collections.namedtuple("ClientEntry", "server_ip server_port group_ip group_port")
 
 
 def server_groups(server_config):
-    """The server config's groups; ``interface`` is the pinned one or None."""
+    """The server config's groups; ``interface`` is the pinned one or None, ``join`` the join setting.
+
+    The most specific level wins: the group's interface, its join_interfaces,
+    the server's interface, the server's join_interfaces (default "all").
+    Capture and VRRP groups read one interface: the pinned one or the route's.
+    """
     if not server_config:
         return []
-    default_interface = server_config.get("interface")
-    return [ServerGroup(g["group_ip"], g["group_port"], g["server_port"],
-                        g.get("interface", default_interface), list(g["member_array"]))
-            for g in server_config.get("multi_group_array", [])]
+    result = []
+    for g in server_config.get("multi_group_array", []):
+        interface, join = None, "all"
+        for level in (g, server_config):
+            if level.get("interface"):
+                interface, join = level["interface"], None
+                break
+            if "join_interfaces" in level:
+                join = level["join_interfaces"]
+                break
+        if g.get("capture") or g.get("protocol") == "vrrp":
+            join = None
+        result.append(ServerGroup(g["group_ip"], g["group_port"], g["server_port"], interface,
+                                  list(g["member_array"]), join))
+    return result
 
 
 def client_entries(client_config):
@@ -105,6 +123,9 @@ def server_group_counters(server_stats):
             "rx_packets": _number(group.get("rx_packets")),
             "loop_drops": _number(drops.get("loop")) or 0,
             "error": group.get("error") or None,
+            # Where the daemon joined the group (None: a relay from before join_interfaces), and what it could not.
+            "interfaces": list(group["interfaces"]) if isinstance(group.get("interfaces"), list) else None,
+            "join_problem": group.get("join_problem") or None,
         }
     return counters
 
@@ -178,10 +199,12 @@ class _Host:
 def relay_interfaces(facts, server_config=None, client_config=None):
     """Which interface each relay group uses on this host, and why.
 
-    Server: the pinned interface, else the route to the group.  Client: the
+    Server: the pinned interface, else per join setting every up multicast
+    interface with IPv4 and the route's ("all"), the listed ones, or the
+    route's (and the route's for capture groups).  Client: the
     pinned interface, else every interface where a local socket joined the
     group, else the route (the order in docs/architecture.md).  Each value is
-    {"interfaces": [...], "source": "config"|"membership"|"route"}.
+    {"interfaces": [...], "source": "config"|"membership"|"route"|"all"}.
     """
     host = _Host(facts)
     result = {"server": {}, "client": {}}
@@ -191,8 +214,20 @@ def relay_interfaces(facts, server_config=None, client_config=None):
         return {"interfaces": [interface] if interface else [], "source": "route"}
 
     for group in server_groups(server_config):
-        result["server"][group.group_ip] = ({"interfaces": [group.interface], "source": "config"}
-                                            if group.interface else by_route(group.group_ip))
+        if group.interface:
+            result["server"][group.group_ip] = {"interfaces": [group.interface], "source": "config"}
+        elif group.join in (None, "route"):
+            result["server"][group.group_ip] = by_route(group.group_ip)
+        elif group.join == "all":
+            route_interface = host.route_interface(group.group_ip)
+            result["server"][group.group_ip] = {"interfaces": sorted(
+                set([i["name"] for i in host.data_interfaces if i["multicast"]]
+                    + ([route_interface] if route_interface else []))), "source": "all"}
+        else:
+            by_address = dict((address.split("/")[0], i["name"]) for i in host.facts["interfaces"]
+                              for address in i["ipv4"])
+            result["server"][group.group_ip] = {"interfaces": [by_address.get(item, item) for item in group.join],
+                                                "source": "config"}
     pinned = (client_config or {}).get("interface")
     for group_ip in sorted(set(e.group_ip for e in client_entries(client_config))):
         joined = host.joined_on(group_ip)
@@ -332,6 +367,42 @@ def _rules_join_interface(host, interfaces, counters, findings):
                 [("server", group_ip)]))
 
 
+def _rules_source_interface(interfaces, source_interfaces, server_counters, findings):
+    """A local source sends a group out of an interface the relay server did not join (or capture on)."""
+    for group_ip, seen in sorted((source_interfaces or {}).items()):
+        choice = interfaces["server"].get(group_ip)
+        if choice is None or not seen:
+            continue
+        joined = choice["interfaces"]
+        missed = sorted(name for name in seen if name not in joined)
+        if not missed:
+            continue
+        sent = ", ".join("%s (%d datagrams)" % (name, seen[name]) for name in missed)
+        findings.append(_finding(
+            "source-interface-not-joined", "error", group_ip,
+            "a local source sends %s out of %s, but the relay server picks the group up on %s only"
+            % (group_ip, sent, ", ".join(joined) or "no interface"),
+            "the looped-back copy of a datagram reaches only sockets that joined the group on the interface "
+            "it left from (and capture mode reads one interface), so what leaves by %s is never relayed"
+            % ", ".join(missed),
+            "let the server join every interface: remove \"interface\" and \"join_interfaces\" from "
+            "server_cfg.json.txt (the default is all) or add %s to join_interfaces (multis_admin --set "
+            "join_interfaces=%s; role variable multicast_proxy_join_interfaces), then reload; or make the "
+            "source set IP_MULTICAST_IF to %s" % (", ".join(missed), ",".join(joined + missed),
+                                                  joined[0] if joined else "the joined interface"),
+            [("server", group_ip)]))
+    for group_ip, counters in sorted(server_counters.items()):
+        if counters.get("join_problem") and not counters["error"]:
+            findings.append(_finding(
+                "server-join-incomplete", "warning", group_ip,
+                "the relay server joined %s on %s but not everywhere its join_interfaces asks: %s"
+                % (group_ip, ", ".join(counters["interfaces"] or []) or "no interface", counters["join_problem"]),
+                "a local source that sends out of an interface the group is not joined on is not relayed",
+                "fix the cause named (bring the interface up, correct join_interfaces, raise "
+                "net.ipv4.igmp_max_memberships); the server rescans the interfaces every second",
+                [("server", group_ip)]))
+
+
 def _rules_memberships(host, server_config, client_config, findings):
     limit = host.facts.get("igmp_max_memberships")
     if limit is None:
@@ -455,6 +526,23 @@ def _host_address(host, interface):
     return None
 
 
+def _open_server_port(name, server_ip, server_port):
+    """How to let a relay server's frames reach the client port, in the firewall that refuses them."""
+    if name == "firewalld":
+        return ("multicast_proxy_firewall_open: true for the client role, or firewall-cmd --permanent "
+                "--add-rich-rule='rule family=\"ipv4\" source address=\"%s\" port port=\"%d\" protocol=\"udp\" "
+                "accept' and firewall-cmd --reload" % (server_ip, server_port))
+    if name == "ufw":
+        return ("multicast_proxy_firewall_open: true for the client role, or ufw allow from %s to any port %d "
+                "proto udp" % (server_ip, server_port))
+    if name.startswith("nftables (the relay's own table)"):
+        return ("%s is not among the servers of table inet multicast_proxy: run the client role again so that "
+                "the table follows the inventory, or turn multicast_proxy_firewall_open off" % server_ip)
+    if name == "iptables":
+        return "allow it: iptables -I INPUT -p udp -s %s --dport %d -j ACCEPT" % (server_ip, server_port)
+    return "allow it: nft add rule inet filter input ip saddr %s udp dport %d accept" % (server_ip, server_port)
+
+
 def _rules_firewall(host, interfaces, server_config, client_config, firewall, findings):
     if not firewall:
         return
@@ -462,27 +550,26 @@ def _rules_firewall(host, interfaces, server_config, client_config, firewall, fi
         interface = host.route_interface(server_ip)
         packet = {"l4proto": "udp", "saddr": server_ip, "daddr": _host_address(host, interface),
                   "dport": server_port, "iifname": interface, "ct_state": "new", "nfproto": "ipv4"}
-        verdict = firewall_verdict(firewall, packet)
+        verdict = firewalls_verdict(firewall, packet)
         if verdict:
             findings.append(_finding(
                 "firewall-blocks-server-port", "error", "udp/%d" % server_port,
-                "the local firewall %ss UDP from relay server %s to port %d (%s)"
-                % (verdict[0], server_ip, server_port, verdict[1]),
+                "the host firewall (%s) %ss UDP from relay server %s to port %d (%s)"
+                % (verdict[2], verdict[0], server_ip, server_port, verdict[1]),
                 "the relay's frames for %s:%d never reach the client socket" % (group_ip, group_port),
-                "allow it: nft add rule inet filter input ip saddr %s udp dport %d accept (or the "
-                "equivalent iptables -I INPUT -p udp -s %s --dport %d -j ACCEPT)"
-                % (server_ip, server_port, server_ip, server_port),
+                _open_server_port(verdict[2], server_ip, server_port),
                 [("client", group_ip)]))
     for group in server_groups(server_config):
         group_ip, group_port = group.group_ip, group.group_port
         interface = (interfaces["server"].get(group_ip, {}).get("interfaces") or [None])[0]
         packet = {"l4proto": "udp", "saddr": _host_address(host, interface), "daddr": group_ip,
                   "dport": group_port, "iifname": interface, "ct_state": "new", "nfproto": "ipv4"}
-        verdict = firewall_verdict(firewall, packet)
+        verdict = firewalls_verdict(firewall, packet)
         if verdict:
             findings.append(_finding(
                 "firewall-blocks-group-port", "error", "%s:%d" % (group_ip, group_port),
-                "the local firewall %ss UDP to %s:%d (%s)" % (verdict[0], group_ip, group_port, verdict[1]),
+                "the host firewall (%s) %ss UDP to %s:%d (%s)"
+                % (verdict[2], verdict[0], group_ip, group_port, verdict[1]),
                 "the local source's looped-back datagrams pass the input hook too; the relay server "
                 "receives none of them",
                 "allow it: nft add rule inet filter input ip daddr %s udp dport %d accept"
@@ -613,6 +700,38 @@ def _rules_auth(server_stats, client_stats, findings):
             "reload; create auth_required to refuse frames without valid keys", [("client", "*")]))
 
 
+def _rules_legacy_tags(server_stats, client_stats, findings):
+    """An upgrade from tags that do not name their server (before 1.0.0) that is not finished, or a downgrade."""
+    server_status = ((server_stats or {}).get("auth_status") or {}) if isinstance(server_stats, dict) else {}
+    client_status = ((client_stats or {}).get("auth_status") or {}) if isinstance(client_stats, dict) else {}
+    if server_status.get("legacy_tags"):
+        findings.append(_finding(
+            "legacy-tags-sent", "warning", _DAEMONS["server"],
+            "the relay server tags its frames in the legacy form that does not name it (legacy_tags)",
+            "a frame it sent can be re-sent under another server's address to members that have not yet seen "
+            "a tag naming that server; clients with auth_required refuse every such frame",
+            "once every member runs release 1.0.0 or later, turn it off (multicast_proxy_legacy_tags: false, "
+            "or multis_admin --set legacy_tags=false) and run server_reload_list reload", [("server", "*")]))
+    accepted = client_status.get("accepted_unbound")
+    if accepted:
+        findings.append(_finding(
+            "legacy-tags-accepted", "warning", _DAEMONS["client"],
+            "the relay client accepted %d frames with legacy tags that do not name their server" % accepted,
+            "a server runs a release before 1.0.0 or has legacy_tags on; until it sends a tag naming it, a "
+            "frame of another server can be re-sent under its address",
+            "upgrade the servers and turn legacy_tags off (the second step in docs/collection.md, upgrading "
+            "from a release before 1.0.0)", [("client", "*")]))
+    refused = client_status.get("refused_unbound")
+    if refused:
+        findings.append(_finding(
+            "legacy-tags-refused", "error", _DAEMONS["client"],
+            "the relay client refused %d frames with legacy tags (auth_unbound)" % refused,
+            "their server had already sent tags that name it, or keys are required (auth_required): either "
+            "someone replays or downgrades frames, or a server was put back on legacy_tags or an old release",
+            "check multis_admin -P on the servers of this host's entries: none may say legacy_tags; if none "
+            "does, treat it as an attack and look for the sender of the frames", [("client", "*")]))
+
+
 def _rules_source_port(server_stats, client_stats, findings):
     """A server that cannot send from its source_port; a client refusing frames from the wrong source port."""
     sender = (server_stats or {}).get("sender") if isinstance(server_stats, dict) else None
@@ -674,7 +793,8 @@ def _rules_metrics(server_stats, client_stats, findings):
 # server is not explained by a wrong join on the client (that loses datagrams
 # after they arrived), so the pairs are explicit rather than "same group".
 _EXPLAINED_BY = {
-    "server-no-input": ("join-interface-mismatch", "no-multicast-route", "firewall-blocks-group-port",
+    "server-no-input": ("join-interface-mismatch", "source-interface-not-joined", "server-join-incomplete",
+                        "no-multicast-route", "firewall-blocks-group-port",
                         "igmp-max-memberships", "server-group-error", "interface-down", "interface-missing",
                         "port-not-shareable", "source-ttl-zero", "no-route-for-group", "config-invalid"),
     "server-group-error": ("igmp-max-memberships", "interface-down", "interface-missing", "no-route-for-group",
@@ -735,16 +855,19 @@ def _apply(findings, rule, *inputs):
 
 
 def diagnose(facts, server_config=None, client_config=None, server_stats=None, client_stats=None,
-             services=None, firewall=None, port_probes=None, config_errors=None):
+             services=None, firewall=None, port_probes=None, config_errors=None, source_interfaces=None):
     """Apply every rule; return the findings, errors first.
 
     ``server_config``/``client_config``: validated relay configs (or None).
     ``server_stats``/``client_stats``: the ``-P --json`` replies (None when the
     daemon is down).  ``services``: {"server"|"client": {"installed", "running",
-    "error"}}.  ``firewall``: {"format": "nft-json"|"iptables-save", "text"}.
+    "error"}}.  ``firewall``: {"format", "text"} or a list of them, format nft-json,
+    iptables-save, firewalld-list-all (``firewall-cmd --list-all``) or ufw-status (``ufw status verbose``).
     ``port_probes``: results of probe_port_shareable with "group", "port", "side".
     ``config_errors``: {"server"|"client": ConfigError text} for a config file
     that does not validate (its config is then None).
+    ``source_interfaces``: {group_ip: {interface: datagrams}} of the server's
+    groups seen leaving this host in a short capture (None: not observed).
     """
     host = _Host(facts)
     interfaces = relay_interfaces(facts, server_config, client_config)
@@ -755,6 +878,9 @@ def diagnose(facts, server_config=None, client_config=None, server_stats=None, c
         group_ip = key[1]
         if counters["interfaces"] and group_ip in interfaces["client"]:
             interfaces["client"][group_ip] = {"interfaces": counters["interfaces"], "source": "relay"}
+    for group_ip, counters in server_counters.items():
+        if counters["interfaces"] and interfaces["server"].get(group_ip, {}).get("source") in ("all", "config"):
+            interfaces["server"][group_ip] = {"interfaces": counters["interfaces"], "source": "relay"}
     used = {}
     for side in ("server", "client"):
         for group_ip, choice in interfaces[side].items():
@@ -765,11 +891,13 @@ def diagnose(facts, server_config=None, client_config=None, server_stats=None, c
     _apply(findings, _rules_services, services, server_config, client_config)
     _apply(findings, _rules_relay_errors, server_counters, client_stats)
     _apply(findings, _rules_auth, server_stats, client_stats)
+    _apply(findings, _rules_legacy_tags, server_stats, client_stats)
     _apply(findings, _rules_metrics, server_stats, client_stats)
     _apply(findings, _rules_source_port, server_stats, client_stats)
     _apply(findings, _rules_interfaces, host, used)
     _apply(findings, _rules_routes, host, interfaces)
     _apply(findings, _rules_join_interface, host, interfaces, server_counters)
+    _apply(findings, _rules_source_interface, interfaces, source_interfaces, server_counters)
     _apply(findings, _rules_memberships, host, server_config, client_config)
     _apply(findings, _rules_rp_filter, host, client_config)
     _apply(findings, _rules_ports, port_probes)

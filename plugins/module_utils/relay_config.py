@@ -26,6 +26,7 @@ import json
 import os
 import re
 import socket
+import stat
 
 SERVER_CONFIG_NAME = "server_cfg.json.txt"
 CLIENT_CONFIG_NAME = "client_cfg.json.txt"
@@ -62,7 +63,8 @@ VRRP_GROUP = "224.0.0.18"
 #              port, group_port (0 = any port / VRRP), members, interface,
 #              flag (true/false), choice (one of ``choices``), listen (a TCP
 #              "ADDRESS:PORT", or "PORT" on loopback), prom_file (an absolute
-#              path ending in .prom)
+#              path ending in .prom), join_interfaces ("all", "route" or a
+#              list of interface names and IPv4 addresses)
 #   required   the key must be present (else ``default`` applies)
 #   default    the value when absent (a string describes a computed default)
 #   written    "always", "when set" (absent stays absent) or "not default"
@@ -86,11 +88,26 @@ PLACES = (GROUP, ENTRY, SERVER, CLIENT)
 # other row is parsed by its kind alone and copied through by its ``written``.
 CORE_KEYS = ("group_ip", "server_port", "group_port", "member_array", "server_ip")
 KINDS = ("group_ip", "unicast_ip", "port", "group_port", "members", "interface", "flag", "choice", "listen",
-         "prom_file")
+         "prom_file", "join_interfaces", "networks", "count", "seconds")
 # How much the server's metrics say about members: per-group sums, or a series per member as well.
 METRICS_DETAILS = ("group", "member")
 # The metrics endpoint's address when a setting gives only a port: loopback, so nothing is opened by accident.
 METRICS_DEFAULT_ADDRESS = "127.0.0.1"
+# Where the server joins a group that names no interface: every up, multicast
+# interface with IPv4 (the loopback copy of a local source's datagram reaches
+# only sockets that joined on the interface it left from), or the route's.
+JOIN_ALL = "all"
+JOIN_ROUTE = "route"
+# More interfaces than any host has; a socket holds at most igmp_max_memberships anyway.
+MAX_JOIN_INTERFACES = 64
+# Dynamic members (a group with ``allow``): how many at most, and how long a
+# subscription lasts without a refresh (clients refresh every third of it, so
+# a member whose leave is lost stops getting copies within 2 s).
+DEFAULT_MAX_MEMBERS = 256
+DEFAULT_LEASE = 1.5
+MIN_LEASE = 0.5
+MAX_LEASE = 300.0
+MAX_ALLOW_NETWORKS = 64
 
 SCHEMA = (
     Option("group_ip", GROUP, "group_ip", True, None, "always", "-m/--multiip", "group_ip", "group_ip", None,
@@ -102,14 +119,24 @@ SCHEMA = (
            "UDP port of the group's traffic; 0 is any port (capture mode only) and the only port of VRRP"),
     Option("member_array", GROUP, "members", True, None, "always", "-j/--join", "members", None, None,
            "unicast IPv4 addresses of the members that get a copy of every datagram"),
-    Option("interface", GROUP, "interface", False, "the interface of the route to the group", "when set",
+    Option("interface", GROUP, "interface", False, "the server's interface, else join_interfaces", "when set",
            "--interface", "interface", None, None,
            "interface the server joins (or captures) the group on"),
+    Option("join_interfaces", GROUP, "join_interfaces", False, "the server's join_interfaces", "when set",
+           "--join-interfaces", "join_interfaces", None, None,
+           "where a group without an interface is joined: all (every up multicast interface with IPv4), "
+           "route (the route's interface) or a list of interface names and addresses"),
     Option("protocol", GROUP, "choice", False, "udp", "not default", "--protocol", "protocol", "protocol",
            PROTOCOLS, "what the group carries: udp datagrams or vrrp advertisements (IP protocol 112, 224.0.0.18)"),
     Option("capture", GROUP, "flag", False, False, "not default", "--capture", "capture", "capture", None,
            "pick the group's datagrams up from the interface (senders that turn multicast loopback off, "
            "any port)"),
+    Option("allow", GROUP, "networks", False, "nobody subscribes", "when set", "--allow", "allow", None, None,
+           "IPv4 networks (CIDR, comma-separated on a command line) whose hosts may subscribe as dynamic members"),
+    Option("max_members", GROUP, "count", False, DEFAULT_MAX_MEMBERS, "not default", "--max-members", "max_members",
+           None, None, "the most dynamic members the group admits at once (only with allow)"),
+    Option("lease", GROUP, "seconds", False, DEFAULT_LEASE, "not default", "--lease", "lease", None, None,
+           "seconds a subscription lasts without a refresh; clients refresh every third of it (only with allow)"),
     Option("server_ip", ENTRY, "unicast_ip", True, None, "always", "-i/--ip", "server_ip", None, None,
            "unicast address of the relay server the copies come from"),
     Option("server_port", ENTRY, "port", True, None, "always", "-s/--sport", "server_port", "server_port", None,
@@ -126,15 +153,24 @@ SCHEMA = (
     Option("preserve_source", ENTRY, "flag", False, False, "not default", "--preserve-source", "preserve_source",
            "preserve_source", None,
            "re-deliver with the original sender's address and port (for applications that check them)"),
-    Option("interface", SERVER, "interface", False, "the interface of the route to each group", "when set",
+    Option("dynamic", ENTRY, "flag", False, False, "not default", "--dynamic", "dynamic", None, None,
+           "subscribe to the server while a local application has joined the group (its group needs allow)"),
+    Option("interface", SERVER, "interface", False, "none: join_interfaces decides", "when set",
            "--set interface=", "interface", None, None,
-           "interface the server joins every group on that names none"),
+           "the one interface the server joins every group on that names none"),
+    Option("join_interfaces", SERVER, "join_interfaces", False, JOIN_ALL, "not default",
+           "--set join_interfaces=", "join_interfaces", None, None,
+           "where the groups that name no interface are joined: all (every up multicast interface with IPv4, "
+           "rescanned every second), route (the route's interface) or a list of interface names and addresses"),
     Option("address", SERVER, "unicast_ip", False, "the local address of the route to each group's members",
            "when set", "--set address=", "address", None, None,
            "the address members receive the copies from; authentication tags are bound to it"),
     Option("source_port", SERVER, "port", False, "an ephemeral port", "when set", "--set source_port=",
            "source_port", None, None,
            "the UDP port every copy leaves from (members check it; a port below 1024 only root can bind)"),
+    Option("legacy_tags", SERVER, "flag", False, False, "not default", "--set legacy_tags=", "legacy_tags", None,
+           None, "tag frames as releases before 1.0.0 did, without naming the server, so their clients verify "
+                 "them: the first step of an upgrade from such a release"),
     Option("metrics_listen", SERVER, "listen", False, "no endpoint", "when set", "--set metrics_listen=",
            "metrics_listen", None, None,
            "serve Prometheus metrics over HTTP on this IPv4 ADDRESS:PORT (a bare PORT listens on 127.0.0.1)"),
@@ -197,8 +233,12 @@ def module_argument_spec(place):
             spec[option.module] = dict(type="bool")
         elif option.kind == "choice":
             spec[option.module] = dict(type="str", choices=list(option.choices))
-        elif option.kind == "port":
+        elif option.kind in ("port", "count"):
             spec[option.module] = dict(type="int")
+        elif option.kind == "seconds":
+            spec[option.module] = dict(type="float")
+        elif option.kind in ("networks", "join_interfaces"):
+            spec[option.module] = dict(type="list", elements="str")
         else:
             spec[option.module] = dict(type="str")
     return spec
@@ -250,6 +290,26 @@ def parse_option_text(option, value, what):
         if value in ("", "0") or (value == 0 and not isinstance(value, bool)):
             return ""
         return parse_port(value, what)
+    if option.kind == "join_interfaces":
+        # A command line gives "eth0,eth1", a module or an inventory a list; "" or [] removes the setting.
+        if value in ("", []):
+            return ""
+        if isinstance(value, str) and value not in (JOIN_ALL, JOIN_ROUTE):
+            value = [item.strip() for item in value.split(",")]
+        elif isinstance(value, (list, tuple)) and len(value) == 1 and value[0] in (JOIN_ALL, JOIN_ROUTE):
+            value = value[0]
+        return parse_join_interfaces(value, what)
+    if option.kind in ("networks", "count", "seconds"):
+        if value == "" or value == []:
+            return ""
+        if option.kind == "networks" and isinstance(value, str):
+            value = [item.strip() for item in value.split(",")]
+        elif option.kind != "networks" and isinstance(value, str):
+            try:
+                value = float(value) if option.kind == "seconds" else int(value)
+            except ValueError:
+                raise ConfigError(what, "%s is not a number" % json.dumps(value))
+        return _PARSERS[option.kind](value, what)
     raise ConfigError(what, "%s options cannot be set this way" % option.kind)
 
 
@@ -394,7 +454,76 @@ def parse_prom_file(value, what):
     return value
 
 
-_PARSERS = {"listen": parse_listen, "prom_file": parse_prom_file}
+def parse_join_interfaces(value, what):
+    """ "all", "route", or a list of distinct interface names and unicast IPv4 addresses (in the given order)."""
+    if value in (JOIN_ALL, JOIN_ROUTE):
+        return value
+    if not isinstance(value, list) or not value:
+        raise ConfigError(what, "%s is not a join setting; give \"all\", \"route\" or a list of interface names "
+                                "and addresses such as [\"eth0\", \"10.0.1.5\"]" % json.dumps(value))
+    if len(value) > MAX_JOIN_INTERFACES:
+        raise ConfigError(what, "%d interfaces; at most %d can be listed" % (len(value), MAX_JOIN_INTERFACES))
+    result = []
+    for index, item in enumerate(value):
+        item_what = "%s[%d]" % (what, index)
+        if _ipv4_to_int(item) is not None:
+            parse_unicast_ip(item, item_what)
+        else:
+            parse_interface(item, item_what)
+        if item in result:
+            raise ConfigError(item_what, "%s is listed twice; remove the duplicate" % item)
+        result.append(item)
+    return result
+
+
+def parse_networks(value, what):
+    """A list of IPv4 networks in CIDR form ("10.0.0.0/8"; a bare address is a /32), normalized."""
+    if not isinstance(value, list):
+        raise ConfigError(what, "expected a list of networks such as [\"10.0.0.0/24\"], found %s" % _json_type(value))
+    if not value:
+        raise ConfigError(what, "empty; give at least one network, or remove allow so that nobody subscribes")
+    if len(value) > MAX_ALLOW_NETWORKS:
+        raise ConfigError(what, "%d networks; at most %d, give wider ones" % (len(value), MAX_ALLOW_NETWORKS))
+    networks = []
+    for index, item in enumerate(value):
+        where = "%s[%d]" % (what, index)
+        if not isinstance(item, str):
+            raise ConfigError(where, "expected a network as a string, found %s" % _json_type(item))
+        address, slash, bits = item.partition("/")
+        number = _ipv4_value(address, where)
+        if slash and (not _DECIMAL.fullmatch(bits) or int(bits) > 32 or (len(bits) > 1 and bits[0] == "0")):
+            raise ConfigError(where, "%s: the prefix length after / must be 0 to 32" % json.dumps(item))
+        length = int(bits) if slash else 32
+        mask = (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
+        if number & ~mask & 0xFFFFFFFF:
+            network = socket.inet_ntoa((number & mask).to_bytes(4, "big"))
+            raise ConfigError(where, "%s has host bits set; write the network %s/%d" % (item, network, length))
+        if (number >> 28) == 0xE and length >= 4:
+            raise ConfigError(where, "%s is multicast; subscribers have unicast addresses" % item)
+        text = "%s/%d" % (address, length)
+        if text not in networks:
+            networks.append(text)
+    return networks
+
+
+def parse_count(value, what):
+    """The most dynamic members of a group: 1..MAX_MEMBERS."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_MEMBERS:
+        raise ConfigError(what, "%s is not a member count; use an integer from 1 to %d"
+                          % (json.dumps(value), MAX_MEMBERS))
+    return value
+
+
+def parse_seconds(value, what):
+    """A lease: MIN_LEASE..MAX_LEASE seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_LEASE <= value <= MAX_LEASE:
+        raise ConfigError(what, "%s is not a lease; give seconds from %s to %s"
+                          % (json.dumps(value), MIN_LEASE, MAX_LEASE))
+    return value
+
+
+_PARSERS = {"listen": parse_listen, "prom_file": parse_prom_file, "join_interfaces": parse_join_interfaces,
+            "networks": parse_networks, "count": parse_count, "seconds": parse_seconds}
 
 
 def _require_dict(obj, path, expected):
@@ -472,11 +601,18 @@ def _config_value(option, value, path):
         if not isinstance(value, str):
             raise ConfigError(path, "expected an IPv4 address as a string, found %s" % _json_type(value))
         return parse_unicast_ip(value, path)
-    if option.kind in ("listen", "prom_file"):
+    if option.kind in _PARSERS:
         return _PARSERS[option.kind](value, path)
     if option.kind == "port":
         return parse_port(value, path, allow_text=False)
     raise ConfigError(path, "no parser for %s values" % option.kind)
+
+
+def _check_one_join_setting(obj, path):
+    """``interface`` names the one interface; a join_interfaces beside it at the same level would be ignored."""
+    if "interface" in obj and "join_interfaces" in obj:
+        raise ConfigError(path + "join_interfaces", "set either \"interface\" (one interface) or "
+                                                    "\"join_interfaces\" here, not both; remove one")
 
 
 def _copy_optional(obj, normalized, place, prefix, parsed=None):
@@ -592,7 +728,13 @@ def _validate_group(group, path, known_members):
         "member_array": _validate_members(members, members_path, known_members),
     }
     # Written back only when not the default, so seed-format files round-trip unchanged.
-    return _copy_optional(group, normalized, GROUP, path + ".", {"protocol": protocol, "capture": capture})
+    normalized = _copy_optional(group, normalized, GROUP, path + ".", {"protocol": protocol, "capture": capture})
+    _check_one_join_setting(normalized, path + ".")
+    for key in ("max_members", "lease"):
+        if key in group and "allow" not in normalized:
+            raise ConfigError(path + "." + key, "only a group with allow has dynamic members; add allow (--allow "
+                                                "CIDR) or remove %s" % key)
+    return normalized
 
 
 def validate_server_config(obj):
@@ -614,7 +756,9 @@ def validate_server_config(obj):
                               % (normalized["group_ip"], SERVER_TOP_KEY, seen[normalized["group_ip"]]))
         seen[normalized["group_ip"]] = index
         normalized_groups.append(normalized)
-    return _copy_optional(obj, {SERVER_TOP_KEY: normalized_groups}, SERVER, "")
+    normalized = _copy_optional(obj, {SERVER_TOP_KEY: normalized_groups}, SERVER, "")
+    _check_one_join_setting(normalized, "")
+    return normalized
 
 
 def _client_entry_key(entry):
@@ -704,9 +848,12 @@ def decode_config_bytes(data, source):
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(source, "larger than %d bytes, more than any valid config (%d groups of %d members); "
                                   "restore the previous file" % (MAX_CONFIG_BYTES, MAX_GROUPS, MAX_MEMBERS))
+    # Notepad and some other editors start a UTF-8 file with a byte order mark.
+    start = 3 if data[:3] == b"\xef\xbb\xbf" else 0
     try:
-        return data.decode("utf-8")
+        return data[start:].decode("utf-8")
     except UnicodeDecodeError as exc:
+        exc.start += start
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError("%s: line %d" % (source, line),
                           "byte 0x%02x at offset %d is not UTF-8; the file must be UTF-8 JSON: re-save it as "
@@ -718,13 +865,25 @@ def read_config_text(path):
     """The text of the config file at ``path``; "" when there is none.
 
     Raises ConfigError for bytes that are not a config's (see
-    ``decode_config_bytes``) and OSError when the file cannot be read.
+    ``decode_config_bytes``) and for anything but a regular file, and OSError
+    when the file cannot be read.
     """
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
+        # O_NONBLOCK: a FIFO at this path must not hang the daemon or a CLI.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return ""
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        os.close(fd)
+        raise
+    if not regular:
+        os.close(fd)
+        raise ConfigError(path, "not a regular file; replace it with the config file (or delete it for an "
+                                "empty config)")
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(MAX_CONFIG_BYTES + 1)
     return decode_config_bytes(data, path)
 
 
@@ -1047,7 +1206,9 @@ def validate_auth_keys(obj):
 
 
 def load_auth_keys(text, source=AUTH_KEYS_NAME):
-    """Parse and validate key file text (an empty file is an error: delete it to turn authentication off)."""
+    """Parse and validate key file text or bytes (an empty file is an error: delete it to turn authentication off)."""
+    if isinstance(text, bytes):
+        text = decode_config_bytes(text, source)
     if not text.strip():
         raise ConfigError(source, "empty key file; write the keys or delete the file to turn authentication off")
     return _load(text, source, validate_auth_keys, None)

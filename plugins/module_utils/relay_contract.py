@@ -198,6 +198,8 @@ def _bound_ports(side, cfg):
         # Capture and VRRP groups bind no UDP port (AF_PACKET).
         ports.extend(group["group_port"] for group in cfg.get(SERVER_TOP_KEY, ())
                      if group.get("protocol") != "vrrp" and not group.get("capture"))
+        # A group with allow takes subscriptions on its server port.
+        ports.extend(group["server_port"] for group in cfg.get(SERVER_TOP_KEY, ()) if group.get("allow"))
     else:
         ports.extend(entry["server_port"] for entry in cfg.get(CLIENT_TOP_KEY, ()))
     return ports

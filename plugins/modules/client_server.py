@@ -58,6 +58,12 @@ options:
         applications that check them.
       - Omit it to keep the current value (off for a new entry).
     type: bool
+  dynamic:
+    description:
+      - Subscribe to the server while a local application has joined the group, and unsubscribe when the last
+        one leaves, C(multic_admin --dynamic); the server's group needs C(allow) (docs/dynamic-membership.md).
+      - Omit it to keep the current value (off for a new entry).
+    type: bool
   source_port:
     description:
       - Accept this entry's copies only from this UDP source port of the server (the server's

@@ -43,8 +43,9 @@ options:
     default: /etc/multicast
   firewall:
     description:
-      - Read the firewall ruleset (C(nft -j list ruleset), else C(iptables-save)) to find rules
-        that drop the relay's traffic.
+      - Read the host firewall (C(firewall-cmd --list-all) where firewalld runs, C(ufw status verbose) where ufw
+        is active) and the ruleset (C(nft -j list ruleset), else C(iptables-save)) to find rules that drop the
+        relay's traffic; a finding names the firewall that does (firewalld, ufw, nftables or iptables).
     type: bool
     default: true
   probe_ports:
@@ -216,18 +217,32 @@ def relay_state(module, conf_dir, side):
 
 
 def read_firewall(module):
-    """The ruleset as text for the doctor's firewall rules, or None when no tool is there."""
+    """What firewalld and ufw say where they run, then the ruleset as text, for the doctor's
+    firewall rules; None when no tool is there."""
+    found = []
+    firewall_cmd = module.get_bin_path("firewall-cmd", opt_dirs=["/usr/sbin", "/sbin"])
+    if firewall_cmd:
+        # Fails when firewalld is not running.
+        rc, out, dummy = module.run_command([firewall_cmd, "--list-all"])
+        if rc == 0:
+            found.append({"format": "firewalld-list-all", "text": out})
+    ufw = module.get_bin_path("ufw", opt_dirs=["/usr/sbin", "/sbin"])
+    if ufw:
+        rc, out, dummy = module.run_command([ufw, "status", "verbose"])
+        if rc == 0 and out.startswith("Status: active"):
+            found.append({"format": "ufw-status", "text": out})
     nft = module.get_bin_path("nft", opt_dirs=["/usr/sbin", "/sbin"])
+    rc = 1
     if nft:
         rc, out, dummy = module.run_command([nft, "-j", "list", "ruleset"])
         if rc == 0:
-            return {"format": "nft-json", "text": out}
-    iptables_save = module.get_bin_path("iptables-save", opt_dirs=["/usr/sbin", "/sbin"])
+            found.append({"format": "nft-json", "text": out})
+    iptables_save = module.get_bin_path("iptables-save", opt_dirs=["/usr/sbin", "/sbin"]) if rc != 0 else None
     if iptables_save:
         rc, out, dummy = module.run_command([iptables_save])
         if rc == 0:
-            return {"format": "iptables-save", "text": out}
-    return None
+            found.append({"format": "iptables-save", "text": out})
+    return found or None
 
 
 def main():

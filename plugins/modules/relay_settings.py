@@ -34,9 +34,26 @@ options:
     description:
       - On the server, the interface it joins every group on that names none; on the client, the
         interface it re-delivers on.
-      - An empty string removes the setting (the relay then uses the interface of the kernel route
-        to each group). Omit it to keep the current value.
+      - An empty string removes the setting (the server then joins as O(join_interfaces) says; the
+        client uses the interface of the kernel route to each group). Omit it to keep the current value.
     type: str
+  join_interfaces:
+    description:
+      - Server only. Where the groups that name no interface are joined.
+      - V([all]) (the default) joins every up interface with C(MULTICAST) and an IPv4 address, and the
+        route's interface, on the group's one socket, and follows interfaces as they come and go (rescanned
+        every second). A local source on a host with several NICs is relayed whichever interface it sends
+        out of (the looped-back copy reaches only sockets that joined on that interface).
+      - V([route]) joins only on the interface of the kernel route to each group (the behaviour before
+        this setting).
+      - A list of interface names and IPv4 addresses joins on those.
+      - Capture and VRRP groups read one interface, the pinned one or the route's, whatever this says.
+      - Each interface is one membership of the group's socket, and a socket holds at most
+        C(net.ipv4.igmp_max_memberships) of them.
+      - It cannot be set together with O(interface), which pins one interface.
+      - An empty list removes the setting (V([all]) applies). Omit it to keep the current value.
+    type: list
+    elements: str
   address:
     description:
       - Server only. The address the members receive the copies from. Authentication tags are
@@ -52,6 +69,15 @@ options:
         applications that check them (an entry can also set it for itself, see
         M(multicast.proxy.client_server)).
       - V(false) removes the setting. Omit it to keep the current value.
+    type: bool
+  legacy_tags:
+    description:
+      - Server only. With authentication keys, tag frames as releases before 1.0.0 did, without naming
+        the server, so that clients of those releases verify them. Clients of this release accept such
+        tags from a server until it has sent one tag that names it (then a legacy tag from it is a
+        downgrade, dropped as C(auth_unbound)), and never where keys are required (C(auth_required)).
+      - The first step of an upgrade from such a release without loss; turn it off again once every
+        client runs this release. V(false) removes the setting. Omit it to keep the current value.
     type: bool
   source_port:
     description:
@@ -119,6 +145,11 @@ EXAMPLES = r"""
   multicast.proxy.relay_settings:
     side: server
     metrics_listen: 0.0.0.0:9471
+
+- name: The server picks its groups up only on eth0 and eth1 (multis_admin --set join_interfaces=eth0,eth1)
+  multicast.proxy.relay_settings:
+    side: server
+    join_interfaces: [eth0, eth1]
 
 - name: Back to the routed interface (multic_admin --set interface=)
   multicast.proxy.relay_settings:

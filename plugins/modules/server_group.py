@@ -53,10 +53,22 @@ options:
     default: exact
   interface:
     description:
-      - Interface to join the group on. An empty string removes the setting
-        (the relay then uses the interface of the kernel route to the group).
+      - The one interface to join the group on. An empty string removes the setting
+        (the relay then follows O(join_interfaces), else the server's settings).
       - Omit it to keep the current value.
     type: str
+  join_interfaces:
+    description:
+      - Where this group is joined when it names no O(interface), C(multis_admin --join-interfaces).
+      - V([all]) every up interface with C(MULTICAST) and IPv4 (and the route's), rescanned every second;
+        V([route]) the interface of the route to the group; or a list of interface names and IPv4 addresses.
+      - Without it the group follows the server's C(join_interfaces) (see M(multicast.proxy.relay_settings)),
+        whose default is V([all]).
+      - Capture and VRRP groups read one interface, the pinned one or the route's.
+      - It cannot be set together with O(interface). An empty list removes the setting. Omit it to keep the
+        current value.
+    type: list
+    elements: str
   protocol:
     description:
       - What the group carries, C(multis_admin --protocol).
@@ -71,6 +83,24 @@ options:
       - For senders that turn multicast loopback off, and for every port of a group (O(group_port=0)).
       - Omit it to keep the current value (off for a new group).
     type: bool
+  allow:
+    description:
+      - IPv4 networks in CIDR form whose hosts may subscribe to the group as dynamic members,
+        C(multis_admin --allow); see docs/dynamic-membership.md.
+      - An empty list removes the setting (nobody subscribes); omit it to keep the current value.
+    type: list
+    elements: str
+  max_members:
+    description:
+      - The most dynamic members the group admits at once, C(multis_admin --max-members) (only with O(allow)).
+      - Omit it to keep the current value (256 for a new group).
+    type: int
+  lease:
+    description:
+      - Seconds a subscription lasts without a refresh, C(multis_admin --lease); clients refresh every third of
+        it (only with O(allow)).
+      - Omit it to keep the current value (1.5 for a new group).
+    type: float
   state:
     description:
       - V(present) creates or updates the group, V(absent) removes it (C(multis_admin -D)).

@@ -48,13 +48,14 @@ def sweep_namespaces():
 
 @pytest.fixture
 def make_vpc():
-    """Factory: make_vpc({"src": 1, "m1": 1, "m2": 2}) builds a VPC torn down after the test."""
+    """Factory: make_vpc({"src": 1, "m1": 1, "m2": 2}) builds a VPC torn down after the test;
+    make_vpc(hosts, name_prefix="iop") names its namespaces apart from the other suites'."""
     built = []
 
-    def build(hosts):
+    def build(hosts, name_prefix=vpc_module.NAME_PREFIX):
         # Not under tmp_path: the relay's control socket path must stay
         # within the 107 bytes AF_UNIX allows.
-        network = vpc_module.Vpc(hosts)
+        network = vpc_module.Vpc(hosts, name_prefix=name_prefix)
         built.append(network)
         return network.__enter__()
 

@@ -8,6 +8,8 @@ server's address spoofed through a raw socket (inject.py send).  None of it
 may reach the receiver, and the client counts every frame under its reason.
 """
 
+import hashlib
+import hmac
 import json
 import os
 import subprocess
@@ -162,7 +164,8 @@ def test_forged_tampered_and_replayed_frames_never_reach_a_receiver(make_vpc):
     assert (summary["duplicates"], summary["corrupt"], summary["foreign"]) == (0, 0, 0), summary
     stats = client_stats(m1)
     assert {reason: count for reason, count in stats["drops"].items() if count} == expected, stats["drops"]
-    assert stats["auth"] == {"key_ids": [1], "accepted_by_key": {"1": genuine + trailing}}
+    assert stats["auth"] == {"key_ids": [1], "accepted_by_key": {"1": genuine + trailing}, "accepted_unbound": 0,
+                             "legacy_allowed": True}
     (entry,) = stats["entries"]
     assert entry["delivered_packets"] == genuine + trailing
     log = (m1.conf_dir / "client_log.txt").read_text()
@@ -253,3 +256,48 @@ def test_key_rotation_mid_stream_loses_nothing(make_vpc):
     (group_stats,) = src.control("server", {"cmd": "stats"})["groups"]
     assert group_stats["rx_packets"] == count
     assert src.control("server", {"cmd": "stats"})["auth"] == {"send_key_id": 2}
+
+
+def test_an_upgrade_from_legacy_tags_mid_stream_loses_nothing_and_a_downgrade_is_refused(make_vpc):
+    """Issue 14.1, rolling upgrade: step 1 servers send legacy tags (clients of releases before 1.0.0 verify
+    them), step 2 the server switches to tags that name it while a stream runs. Nothing is lost; afterwards the
+    legacy frames an on-path attacker captured during step 1 are refused as a downgrade (auth_unbound)."""
+    vpc = make_vpc({"src": 1, "m1": 1, "rogue": 1})
+    src, m1, rogue = vpc["src"], vpc["m1"], vpc["rogue"]
+    setup_relays(src, [m1])
+    edit(src, "multis_admin", "--set", "legacy_tags=true")
+    for host in (src, m1):
+        write_keys(host, 1, (1, SECRET_1))
+    src.start_relay("server")
+    m1.start_relay("client")
+    count, trailing, captured_count = 6000, 10, 20
+    receiver = m1.start_receiver("mcrecv", GROUP, GROUP_PORT, expect=count + trailing, idle_timeout=20)
+    capture = start_capture(vpc, m1, captured_count)
+    sender = src.send(GROUP, GROUP_PORT, count, rate=1000, size=300, background=True)
+    captured = [bytes.fromhex(item) for item in capture.json_result()["frames"]]
+    assert len(captured) == captured_count, capture.describe()
+    # What was captured carries legacy tags: the HMAC of the frame alone.
+    covered = captured[0][:-frame.TAG_LEN]
+    assert captured[0][-frame.TAG_LEN:] == \
+        hmac.new(SECRET_1, covered, hashlib.sha256).digest()[:frame.TAG_LEN]
+    wait_until(lambda: client_stats(m1)["auth"]["accepted_unbound"] > 500, "frames with legacy tags")
+
+    edit(src, "multis_admin", "--set", "legacy_tags=false")
+    reload(src, "server_reload_list")
+    assert sender.running(), "the stream ended before the switch; the test proves nothing"
+    assert sender.json_result(timeout=60)["sent"] == count
+    wait_until(lambda: client_stats(m1)["entries"][0]["delivered_packets"] == count, "the whole stream")
+    stats = client_stats(m1)
+    unbound = stats["auth"]["accepted_unbound"]
+    assert 0 < unbound < count, unbound
+    assert stats["auth"]["accepted_by_key"] == {"1": count}
+    assert not any(stats["drops"].values()), stats["drops"]
+
+    inject(rogue, captured, src.ip, m1)
+    wait_until(lambda: client_stats(m1)["drops"]["auth_unbound"] == captured_count, "the downgrade to be refused")
+    assert src.send(GROUP, GROUP_PORT, trailing, rate=200, size=300, stream_id=2)["sent"] == trailing
+    summary = receiver.json_result()
+    assert (summary["unique"], summary["lost"], summary["duplicates"]) == (count + trailing, 0, 0), summary
+    drops = client_stats(m1)["drops"]
+    assert {reason: count for reason, count in drops.items() if count} == {"auth_unbound": captured_count}, drops
+    assert client_stats(m1)["auth"]["accepted_unbound"] == unbound

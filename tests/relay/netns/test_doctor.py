@@ -137,9 +137,14 @@ def test_interface_without_multicast_flag_is_named(make_vpc):
 
 
 def test_missing_multicast_route_on_two_nic_host_is_named(make_vpc):
-    """The source sends out of eth1; without a 224.0.0.0/4 route the relay joined on eth0."""
+    """The source sends out of eth1; without a 224.0.0.0/4 route the relay joined on eth0.
+
+    ``join_interfaces`` "route" is the relay before issue 15, which joined by
+    the route alone (the default, "all", relays this source: test_multi_nic.py).
+    """
     vpc = make_vpc({"src": 2, "m1": 1})
     src, member = vpc["src"], vpc["m1"]
+    assert src.relay("multis_admin", "--set", "join_interfaces=route", check=False).returncode == 3
     start_relay(src, [member])
     src.send(GROUP, GROUP_PORT, COUNT, interface_ip=src.addresses["eth1"])
     assert server_stats(src)["rx_packets"] == 0, "the failure did not reproduce: the server got data"

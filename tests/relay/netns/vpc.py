@@ -42,7 +42,6 @@ TOOLS = REPO / "tests" / "tools"
 RELAY_PYTHON = os.environ.get("MCPT_RELAY_PYTHON", sys.executable)
 
 NAME_PREFIX = "mcvpc"
-NAMESPACE_PATTERN = re.compile(r"^%s(\d+)x" % NAME_PREFIX)
 SUBNETS = (ipaddress.IPv4Network("10.77.0.0/24"), ipaddress.IPv4Network("10.78.0.0/24"))
 GATEWAY_HOST_NUMBER = 254
 
@@ -121,20 +120,20 @@ def pid_alive(pid):
     return True
 
 
-def left_behind(name):
+def left_behind(name, prefix=NAME_PREFIX):
     """True for a name of this harness whose test run is this one or no longer alive."""
-    match = NAMESPACE_PATTERN.match(name)
+    match = re.match(r"^%s(\d+)x" % re.escape(prefix), name)
     return bool(match) and (int(match.group(1)) == os.getpid() or not pid_alive(int(match.group(1))))
 
 
-def sweep_leftovers():
+def sweep_leftovers(prefix=NAME_PREFIX):
     """Delete the namespaces and work directories that finished or crashed runs left."""
     for name in namespaces():
-        if left_behind(name):
+        if left_behind(name, prefix):
             kill_namespace(name)
     if os.environ.get("MCPT_KEEP_LOGS") is None:
-        for path in Path(tempfile.gettempdir()).glob(NAME_PREFIX + "*"):
-            if path.is_dir() and left_behind(path.name):
+        for path in Path(tempfile.gettempdir()).glob(prefix + "*"):
+            if path.is_dir() and left_behind(path.name, prefix):
                 shutil.rmtree(str(path), ignore_errors=True)
 
 
@@ -340,14 +339,16 @@ def control_request(path, request, timeout=5.0):
 
 
 class Vpc:
-    """Build with `with Vpc({"src": 1, "m1": 1, ...}) as vpc:`; value = number of interfaces (1 or 2)."""
+    """Build with `with Vpc({"src": 1, "m1": 1, ...}) as vpc:`; value = number of interfaces (1 or 2).
+    `name_prefix` starts every namespace and work directory name (suites that run beside
+    others use one of their own; `sweep_leftovers(name_prefix)` cleans up after them)."""
 
     _instances = 0
 
-    def __init__(self, hosts, workdir=None):
+    def __init__(self, hosts, workdir=None, name_prefix=NAME_PREFIX):
         Vpc._instances += 1
         # The trailing dash keeps instance 1's names apart from instance 10's.
-        self.prefix = "%s%dx%d-" % (NAME_PREFIX, os.getpid(), Vpc._instances)
+        self.prefix = "%s%dx%d-" % (name_prefix, os.getpid(), Vpc._instances)
         self.bridge_netns = self.prefix + "br"
         self.workdir = Path(tempfile.mkdtemp(prefix=self.prefix, dir=workdir))
         self.processes = []

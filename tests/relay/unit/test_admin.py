@@ -108,7 +108,7 @@ def test_show_and_list_read_the_file_when_the_daemon_is_down(tmp_path):
     code, out, _err = run(tmp_path, "multis_admin -S")
     assert code == 0
     assert out.splitlines()[0].split() == ["GROUP", "GROUP_PORT", "SERVER_PORT", "MEMBERS", "INTERFACE", "STATE"]
-    assert out.splitlines()[1].split() == ["224.1.2.3", "7001", "7000", "2", "(route)", "not", "running"]
+    assert out.splitlines()[1].split() == ["224.1.2.3", "7001", "7000", "2", "(all)", "not", "running"]
     code, out, _err = run(tmp_path, "multis_admin -S --json")
     assert json.loads(out)["source"] == "file"
     code, out, _err = run(tmp_path, "multis_admin -L -m 224.1.2.3 --json")

@@ -170,7 +170,7 @@ def test_without_the_marker_a_vanished_key_file_is_a_warning_naming_the_file(tmp
     sender.sendto(b"plain", (group, group_port))
     assert frame.decode(received(member)).flags == 0
     assert server.request("stats")["auth_status"] == {"required": False, "keys": False, "refusing": False,
-                                                      "error": None, "load_failures": 0}
+                                                      "error": None, "load_failures": 0, "legacy_tags": False}
     server.stop()
     log = (tmp_path / "server_log.txt").read_text()
     assert "WARNING reload (control socket): the key file %s is gone: authentication is now OFF" % (

@@ -103,3 +103,46 @@ def test_check_config_refuses_bad_bytes(tmp_path):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                             check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr and "not UTF-8" in result.stderr
+
+
+def test_a_utf8_byte_order_mark_is_accepted_and_offsets_count_it(tmp_path):
+    path = tmp_path / "server_cfg.json.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + LATIN1.replace(b"caf\xe9", b"eth0"))
+    cfg = config.load_server_config(config.read_config_text(str(path)), str(path))
+    assert cfg["multi_group_array"][0]["interface"] == "eth0"
+    path.write_bytes(b"\xef\xbb\xbf" + LATIN1)
+    with pytest.raises(config.ConfigError) as raised:
+        config.read_config_text(str(path))
+    assert "at offset %d" % (LATIN1.index(b"\xe9") + 3) in str(raised.value)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_config_path_that_is_not_a_file_is_refused_without_hanging(tmp_path, kind):
+    path = tmp_path / config.SERVER_CONFIG_NAME
+    if kind == "fifo":
+        os.mkfifo(str(path))
+    else:
+        path.mkdir()
+    env = dict(os.environ, PYTHONPATH=FILES_DIR, MULTICAST_CONF_DIR=str(tmp_path))
+    # A FIFO nobody writes to blocked open() for ever: the timeout turns that hang into a failure.
+    result = subprocess.run([sys.executable, "-m", "multicast_proxy", "multis_admin", "-S"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False,
+                            timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "not a regular file" in result.stderr
+
+
+def test_running_server_keeps_its_config_when_a_fifo_replaces_it(tmp_path, relays):
+    group = random_group()
+    write_server(tmp_path, group, free_udp_port(), free_udp_port(), ["127.0.0.1"])
+    server = relays(tmp_path, "server")
+    server.wait_ready()
+    path = tmp_path / config.SERVER_CONFIG_NAME
+    path.unlink()
+    os.mkfifo(str(path))
+    reply = server.request("reload")
+    assert not reply["ok"] and "not a regular file" in reply["error"] and "previous config" in reply["error"]
+    assert server.request("show")["config"]["multi_group_array"][0]["group_ip"] == group
+    _out, err = server.stop()
+    assert "Traceback" not in err

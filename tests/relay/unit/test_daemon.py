@@ -297,7 +297,8 @@ def test_client_drops_frames_by_reason(tmp_path, relays):
     wait_for(lambda: client.request("stats")["entries"][0]["rx_packets"] == 1, "the good frame")
     drops = client.request("stats")["drops"]
     assert drops == {"malformed": 1, "bad_version": 1, "unknown_server": 1, "unknown_group": 1, "source_port": 0,
-                     "deliver_error": 0, "receive_error": 0, "auth_missing": 0, "auth_unknown_key": 0, "auth_bad": 0, "replay": 0,
+                     "deliver_error": 0, "receive_error": 0, "auth_missing": 0, "auth_unknown_key": 0, "auth_bad": 0,
+                     "auth_unbound": 0, "replay": 0,
                      "no_keys": 0}
     probe.close()
     local.close()
@@ -448,6 +449,32 @@ def test_server_diff_apply_keeps_untouched_sockets(tmp_path):
         assert changes["removed"] == [c] and changes["rejoined"] == [b]
         assert relay.groups[a].sock is sock_a and relay.groups[b].sock is not sock_b
         assert sock_b.fileno() == -1
+    finally:
+        relay.close_data_sockets()
+
+
+def test_client_reload_reports_entries_whose_options_changed(tmp_path):
+    """preserve_source or source_port changed on a kept entry: "updated", not a silent reload."""
+    relay = ClientDaemon(str(tmp_path))
+    relay.log = daemon.setup_logging("client", str(tmp_path))
+    relay.drop_log = daemon.DropLog(relay.log)
+    port, g = free_udp_port(), random_group()
+    entry = {"server_ip": "127.0.0.1", "server_port": port, "group_ip": g, "group_port": 5000}
+    described = "127.0.0.1:%d -> %s:5000" % (port, g)
+    try:
+        changes = relay.apply_config(config.validate_client_config({"multi_server_info_array": [entry]}))
+        assert changes["added"] == [described] and changes["updated"] == []
+        steps = [({"multi_server_info_array": [entry], "preserve_source": True}, [described]),
+                 # Top-level or per entry: the same re-delivery, nothing changed.
+                 ({"multi_server_info_array": [dict(entry, preserve_source=True)]}, []),
+                 ({"multi_server_info_array": [dict(entry, preserve_source=True, source_port=868)]}, [described])]
+        for cfg, updated in steps:
+            changes = relay.apply_config(config.validate_client_config(cfg))
+            assert changes["updated"] == updated and changes["added"] == changes["removed"] == [], (cfg, changes)
+        (kept,) = list(relay.entries.values())
+        assert kept.raw and kept.source_port == 868
+        changes = relay.apply_config(config.validate_client_config({"multi_server_info_array": [entry]}))
+        assert changes["updated"] == [described] and not kept.raw and kept.source_port is None
     finally:
         relay.close_data_sockets()
 

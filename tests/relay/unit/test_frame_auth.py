@@ -78,7 +78,8 @@ def test_invalid_key_files_name_the_path_and_the_fix(obj, path, words):
 
 
 def test_empty_and_broken_key_files_are_errors():
-    for text, words in (("", "empty key file"), ("  \n", "empty key file"), ('{"send_key_id": 1,', "invalid JSON"),
+    for text, words in (("", "empty key file"), ("  \n", "empty key file"), (b"\x1d", "empty key file"),
+                        ("\x1d\x1c", "empty key file"), (b"\xff{}", "not UTF-8"), ('{"send_key_id": 1,', "invalid JSON"),
                         ('{"send_key_id": 1, "send_key_id": 2, "keys": []}', "twice")):
         with pytest.raises(config.ConfigError) as info:
             config.load_auth_keys(text, "auth_keys.json")
@@ -167,9 +168,10 @@ def test_documented_tag_vector():
     assert bytes(buffer) == vector["frame"]
     verifier = auth.Verifier({"send_key_id": 1, "keys": {1: vector["secret"]}})
     end = len(vector["covered"])
-    assert verifier.check(memoryview(vector["frame"]), 1, 1, end, vector["server"]) is None
+    assert verifier.check(memoryview(vector["frame"]), 1, 1, end, vector["server"], replay.ReplayWindow()) is None
     # The same bytes from another server's address are refused.
-    assert verifier.check(memoryview(vector["frame"]), 1, 1, end, auth.server_identity("192.168.1.2")) == "auth_bad"
+    assert verifier.check(memoryview(vector["frame"]), 1, 1, end, auth.server_identity("192.168.1.2"),
+                          replay.ReplayWindow()) == "auth_bad"
 
 
 @settings(max_examples=200, deadline=None)
@@ -189,9 +191,10 @@ def tagged_frame(secret, key_id=1, seq=7, payload=b"payload", server_ip="10.0.0.
     return covered + auth.compute_tag(secret, server_ip, covered)
 
 
-def verdict(verifier, data, server_ip="10.0.0.1"):
+def verdict(verifier, data, server_ip="10.0.0.1", window=None):
     flags, _p, _t, key_id, _g, _gp, _s, _sp, _seq, _start, end = frame.parse_from(data, len(data))
-    return verifier.check(memoryview(data), flags, key_id, end, auth.server_identity(server_ip))
+    return verifier.check(memoryview(data), flags, key_id, end, auth.server_identity(server_ip),
+                          window if window is not None else replay.ReplayWindow())
 
 
 def test_verifier_reasons_and_rotation():
@@ -215,7 +218,8 @@ def test_verifier_reasons_and_rotation():
     both.accepted[2] += 5
     new = auth.Verifier({"send_key_id": 2, "keys": {2: SECRET_2}}, both)
     assert verdict(new, good_1) == "auth_unknown_key" and verdict(new, good_2) is None
-    assert new.as_dict() == {"key_ids": [2], "accepted_by_key": {"2": 5}}
+    assert new.as_dict() == {"key_ids": [2], "accepted_by_key": {"2": 5}, "accepted_unbound": 0,
+                             "legacy_allowed": True}
 
 
 # -- replay window -----------------------------------------------------------------
@@ -338,7 +342,8 @@ def test_client_with_keys_drops_and_counts_by_reason(tmp_path, relays):  # noqa:
     stats = client.request("stats")
     assert {k: v for k, v in stats["drops"].items() if v} == {"replay": 2, "auth_missing": 1,
                                                               "auth_unknown_key": 1, "auth_bad": 2}
-    assert stats["auth"] == {"key_ids": [1, 2], "accepted_by_key": {"1": 2, "2": 1}}
+    assert stats["auth"] == {"key_ids": [1, 2], "accepted_by_key": {"1": 2, "2": 1}, "accepted_unbound": 0,
+                             "legacy_allowed": True}
     (entry,) = stats["entries"]
     assert entry["rx_packets"] == 3
     client.stop()

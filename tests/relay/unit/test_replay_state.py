@@ -101,14 +101,18 @@ def test_an_unusable_state_file_is_a_warning_and_is_rewritten(fleet, content):
     send(client, (RUN << 32) + 3)
     client.stop()
     assert "replay state %s ignored" % state_file in (directory / "client_log.txt").read_text()
-    assert list(replay.parse_state(state_file.read_bytes()).values()) == [(RUN << 32) + 3]
+    assert list(replay.parse_state(state_file.read_bytes()).values()) == [((RUN << 32) + 3, True)]
 
 
 def test_parse_state_names_what_is_wrong():
     for data, message in ((b"\xff", "not UTF-8"), (b"{", "not JSON"), (b"{}", '"highest"'),
                           (b'{"highest": {"k": true}}', "highest[\"k\"]"),
                           (b'{"highest": {"k": 18446744073709551616}}', "not a sequence number"),
-                          (b" " * (replay.MAX_STATE_BYTES + 1), "larger than")):
+                          (b" " * (replay.MAX_STATE_BYTES + 1), "larger than"),
+                          (b'{"highest": {"k": 1}, "bound": ["j"]}', '"bound"'),
+                          (b'{"highest": {"k": 1}, "bound": "k"}', '"bound"')):
         with pytest.raises(ValueError, match=message.replace("[", r"\[")):
             replay.parse_state(data)
-    assert replay.parse_state(replay.dump_state({"k": 5})) == {"k": 5}
+    assert replay.parse_state(replay.dump_state({"k": (5, False), "m": (7, True)})) == {"k": (5, False), "m": (7, True)}
+    # A file of a release before 1.0.0 has no "bound" list: nothing is bound.
+    assert replay.parse_state(b'{"highest": {"k": 5}}') == {"k": (5, False)}

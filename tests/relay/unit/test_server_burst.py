@@ -14,7 +14,7 @@ import struct
 
 import pytest
 
-from multicast_proxy import auth, relay_config as config, daemon, frame, mmsg, server, server_fastpath
+from multicast_proxy import auth, relay_config as config, daemon, frame, mmsg, replay, server, server_fastpath
 
 from test_daemon import free_udp_port
 
@@ -147,7 +147,9 @@ def test_a_burst_is_tagged_when_keys_are_loaded(relay, receivers):
         for data in datagrams:
             flags, _p, _t, key_id, _g, _gp, _s, _sp, _seq, _start, end = frame.parse_from(data, len(data))
             assert (flags, key_id) == (frame.FLAG_TAG, 3)
-            assert verifier.check(memoryview(data), flags, key_id, end, auth.server_identity("127.0.0.1")) is None
+            window = replay.ReplayWindow()
+            assert verifier.check(memoryview(data), flags, key_id, end, auth.server_identity("127.0.0.1"), window) is None
+            assert window.bound
     # The datagram that leaves no room for the tag is refused, not truncated.
     assert group.drops["oversize"] == 1
 

@@ -119,7 +119,8 @@ def test_every_included_entry_point_of_common_has_its_own_argument_spec():
     assert not missing, "entry points without an argument spec: %s" % missing
 
 
-@pytest.mark.parametrize("entry_point", ["auth", "host", "install", "metrics", "preflight", "uninstall", "unit"])
+@pytest.mark.parametrize("entry_point", ["auth", "firewall", "host", "install", "metrics", "preflight", "set_vars",
+                                         "uninstall", "unit"])
 def test_an_entry_point_spec_names_exactly_the_settings_it_reads(entry_point):
     specs = load("common", "meta", "argument_specs.yml")["argument_specs"]
     options = specs[entry_point].get("options") or {}

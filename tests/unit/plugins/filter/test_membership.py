@@ -345,3 +345,26 @@ def test_a_source_port_that_is_also_a_received_server_port_is_refused():
                         "client cannot both bind the port; choose another multicast_proxy_source_port"]
     with pytest.raises(AnsibleFilterError):
         membership.server_config(definitions, "src1", hostvars, groups, settings={"source_port": 5001})
+
+
+# -- join interfaces (issue 15) -----------------------------------------------------------------------
+
+def test_the_server_joins_where_multicast_proxy_join_interfaces_says():
+    definitions, hostvars, groups = fleet()
+
+    def server(settings, interface=None):
+        return membership.server_config(definitions, "src1", hostvars, groups, interface=interface,
+                                        settings=settings)
+
+    # all (the role's default) is the relay's default: nothing is written, seed-format configs stay as they are.
+    assert "join_interfaces" not in server({"join_interfaces": "all"})
+    assert server({"join_interfaces": "route"})["join_interfaces"] == "route"
+    # A YAML list or an INI inventory's comma-separated text.
+    for spelling in (["eth0", "10.1.0.5"], "eth0,10.1.0.5"):
+        assert server({"join_interfaces": spelling})["join_interfaces"] == ["eth0", "10.1.0.5"]
+    # The role's pinned interface with the default: the interface wins, as before.
+    assert "join_interfaces" not in server({"join_interfaces": "all"}, interface="eth1")
+    with pytest.raises(AnsibleFilterError, match="host src1: server config: join_interfaces: set either"):
+        server({"join_interfaces": ["eth0"]}, interface="eth1")
+    with pytest.raises(AnsibleFilterError, match="host src1: server setting join_interfaces.*listed twice"):
+        server({"join_interfaces": "eth0,eth0"})

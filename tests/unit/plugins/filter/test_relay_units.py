@@ -73,6 +73,9 @@ ENTRY = {"server_ip": "10.0.0.1", "server_port": 65535, "group_ip": "224.1.2.3",
     ("server", server([{"group_ip": "224.0.0.18", "protocol": "vrrp", "server_port": 6901,
                         "member_array": ["10.0.0.2"]}], source_port=868), [BIND, RAW]),
     ("server", server([UDP_GROUP], metrics_listen="127.0.0.1:900"), [BIND]),
+    # Subscriptions (allow) are taken on the group's server port.
+    ("server", server([dict(UDP_GROUP, server_port=700, allow=["10.0.0.0/24"])]), [BIND]),
+    ("server", server([dict(UDP_GROUP, server_port=700)]), []),
     ("server", server([UDP_GROUP], metrics_listen="127.0.0.1:9471"), []),
     ("client", client([dict(ENTRY, server_port=868)]), [BIND]),
     # The client checks its servers' source port; it does not bind it.

@@ -54,11 +54,14 @@ def make_facts(second_nic=False, multicast_route=None, memberships=(), max_membe
     }
 
 
-def server_config(interface_name=None, group=GROUP):
+def server_config(interface_name=None, group=GROUP, join=None):
     entry = {"group_ip": group, "server_port": 47001, "group_port": 47000, "member_array": ["10.0.0.9"]}
     if interface_name:
         entry["interface"] = interface_name
-    return {"multi_group_array": [entry]}
+    cfg = {"multi_group_array": [entry]}
+    if join is not None:
+        cfg["join_interfaces"] = join
+    return cfg
 
 
 def client_config(interface_name=None, group=GROUP):
@@ -111,6 +114,24 @@ def test_a_keyless_client_delivering_tagged_frames_is_a_warning():
     stats["auth_status"] = {"required": False, "keys": True, "refusing": False, "unverified": 0}
     assert serious(diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), server_config(), client_config(),
                                  server_stats(), stats, RUNNING)) == []
+
+
+def test_an_unfinished_upgrade_from_legacy_tags_and_a_downgrade_are_findings():
+    facts = make_facts(memberships=[("eth0", GROUP)])
+    legacy_server = dict(server_stats(), auth_status={"required": False, "keys": True, "refusing": False,
+                                                      "legacy_tags": True})
+    findings = diag.diagnose(facts, server_config(), client_config(), legacy_server, client_stats(), RUNNING)
+    assert serious(findings) == [("legacy-tags-sent", "warning")]
+    assert "legacy_tags=false" in [f for f in findings if f["id"] == "legacy-tags-sent"][0]["fix"]
+    client = dict(client_stats(), auth_status={"required": False, "keys": True, "refusing": False,
+                                               "unverified": 0, "accepted_unbound": 40, "refused_unbound": 3})
+    findings = diag.diagnose(facts, server_config(), client_config(), server_stats(), client, RUNNING)
+    assert serious(findings) == [("legacy-tags-accepted", "warning"), ("legacy-tags-refused", "error")]
+    assert "40 frames" in [f for f in findings if f["id"] == "legacy-tags-accepted"][0]["what"]
+    assert "3 frames" in [f for f in findings if f["id"] == "legacy-tags-refused"][0]["what"]
+    # An upgraded fleet says nothing.
+    client["auth_status"].update(accepted_unbound=0, refused_unbound=0)
+    assert serious(diag.diagnose(facts, server_config(), client_config(), server_stats(), client, RUNNING)) == []
 
 
 def test_metrics_configured_but_not_produced_are_warnings():
@@ -205,7 +226,7 @@ def test_an_unused_down_interface_is_not_reported():
 
 
 def test_two_nics_without_multicast_route():
-    findings = diag.diagnose(make_facts(second_nic=True), server_config(), server_stats=server_stats(0),
+    findings = diag.diagnose(make_facts(second_nic=True), server_config(join="route"), server_stats=server_stats(0),
                              services=RUNNING)
     assert serious(findings) == [("no-multicast-route", "warning")]
     assert "eth0, eth1" in findings[0]["what"] and "224.0.0.0/4" in findings[0]["fix"]
@@ -215,12 +236,64 @@ def test_two_nics_without_multicast_route():
     assert serious(with_route) == []
     pinned = diag.diagnose(make_facts(second_nic=True), server_config("eth0"))
     assert [(f["id"], f["severity"]) for f in pinned] == [("no-multicast-route", "info")]
+    # Joined on every interface (the default), the server does not depend on the route.
+    joined_everywhere = diag.diagnose(make_facts(second_nic=True), server_config())
+    assert [(f["id"], f["severity"]) for f in joined_everywhere] == [("no-multicast-route", "info")]
 
 
 def test_no_route_at_all_is_an_error():
     facts = make_facts()
     facts["routes"] = [route("eth0", "10.0.0.0", 24)]
-    assert serious(diag.diagnose(facts, server_config())) == [("no-route-for-group", "error")]
+    assert serious(diag.diagnose(facts, server_config(join="route"))) == [("no-route-for-group", "error")]
+    # join_interfaces "all" (the default) names its interfaces: no route is needed to join.
+    assert serious(diag.diagnose(facts, server_config())) == []
+
+
+def test_the_relay_interfaces_follow_join_interfaces():
+    facts = make_facts(second_nic=True)
+    server = diag.relay_interfaces(facts, server_config())["server"][GROUP]
+    assert server == {"interfaces": ["eth0", "eth1"], "source": "all"}
+    listed = diag.relay_interfaces(facts, server_config(join=["10.1.0.5"]))["server"][GROUP]
+    assert listed == {"interfaces": ["eth1"], "source": "config"}
+    assert diag.relay_interfaces(facts, server_config(join="route"))["server"][GROUP]["source"] == "route"
+    # A pinned interface wins; a capture group reads one interface, the route's.
+    assert diag.relay_interfaces(facts, server_config("eth1"))["server"][GROUP]["interfaces"] == ["eth1"]
+    captured = server_config()
+    captured["multi_group_array"][0]["capture"] = True
+    assert diag.relay_interfaces(facts, captured)["server"][GROUP] == {"interfaces": ["eth0"], "source": "route"}
+
+
+def test_a_source_sending_out_of_an_interface_the_relay_did_not_join_is_named():
+    facts = make_facts(second_nic=True)
+    seen = {GROUP: {"eth1": 40}}
+    findings = diag.diagnose(facts, server_config(join="route"), server_stats=server_stats(0), services=RUNNING,
+                             source_interfaces=seen)
+    assert serious(findings) == [("no-multicast-route", "warning"), ("source-interface-not-joined", "error")]
+    (finding,) = [f for f in findings if f["id"] == "source-interface-not-joined"]
+    assert "out of eth1 (40 datagrams)" in finding["what"] and "on eth0 only" in finding["what"]
+    assert "join_interfaces=eth0,eth1" in finding["fix"] and "IP_MULTICAST_IF to eth0" in finding["fix"]
+    # The silent server is the error's evidence, not a finding of its own.
+    assert any("received nothing" in line for line in finding["evidence"])
+    # What the daemon reports it joined beats the inference from the config.
+    stats = server_stats(0)
+    stats["groups"][0]["interfaces"] = ["eth0"]
+    findings = diag.diagnose(facts, server_config(join=["eth0", "eth1"]), server_stats=stats, services=RUNNING,
+                             source_interfaces=seen)
+    assert ("source-interface-not-joined", "error") in serious(findings)
+    # Joined where the source sends, or nothing observed: no finding.
+    for config, observed in ((server_config(), seen), (server_config(join="route"), {GROUP: {"eth0": 5}}),
+                             (server_config(join="route"), {GROUP: {}}), (server_config(join="route"), None)):
+        findings = diag.diagnose(facts, config, source_interfaces=observed)
+        assert "source-interface-not-joined" not in [f["id"] for f in findings], (config, observed)
+
+
+def test_a_join_the_server_could_not_make_is_a_warning():
+    stats = server_stats(10)
+    stats["groups"][0].update(interfaces=["eth0"], join_problem="eth7: no interface has this name or address")
+    findings = diag.diagnose(make_facts(), server_config(join=["eth0", "eth7"]), server_stats=stats,
+                             services=RUNNING)
+    assert serious(findings) == [("server-join-incomplete", "warning")]
+    assert "eth7: no interface" in findings[0]["what"]
 
 
 def test_igmp_max_memberships():
@@ -292,6 +365,22 @@ def test_invalid_config_is_a_finding():
     findings = diag.diagnose(make_facts(), config_errors={"client": "multi_server_info_array[0].server_ip: bad"})
     assert serious(findings) == [("config-invalid", "error")]
     assert "multic_admin --check-config" in findings[0]["fix"]
+
+
+def test_the_host_firewall_that_blocks_the_server_port_is_named_with_its_fix():
+    from ansible_collections.multicast.proxy.tests.unit.plugins.module_utils.test_multicast_diag_firewall import (
+        FIREWALLD_LIST_ALL,
+        UFW_STATUS,
+    )
+    for fmt, text, name, fix in [
+            ("firewalld-list-all", FIREWALLD_LIST_ALL, "firewalld", "firewall-cmd --permanent --add-rich-rule="),
+            ("ufw-status", UFW_STATUS, "ufw", "ufw allow from 10.0.0.1 to any port 47001 proto udp")]:
+        firewall = [{"format": fmt, "text": text}, nft_ruleset([])]
+        findings = diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), client_config=client_config(),
+                                 client_stats=client_stats(0), services=RUNNING, firewall=firewall)
+        assert serious(findings) == [("firewall-blocks-server-port", "error")]
+        assert findings[0]["what"].startswith("the host firewall (%s) " % name), findings[0]["what"]
+        assert "multicast_proxy_firewall_open: true" in findings[0]["fix"] and fix in findings[0]["fix"]
 
 
 def test_nft_drop_of_the_server_port_on_the_client():

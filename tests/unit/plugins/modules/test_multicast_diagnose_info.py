@@ -122,7 +122,7 @@ def test_running_server_stats_come_from_the_relay_cli(tmp_path):
     assert ids(result) == []
     assert result.result["relay"]["server"]["running"] is True
     assert result.result["relay"]["server"]["stats"]["groups"][0]["rx_packets"] == 25
-    assert result.result["relay"]["server"]["interfaces"] == {GROUP: {"interfaces": ["eth0"], "source": "route"}}
+    assert result.result["relay"]["server"]["interfaces"] == {GROUP: {"interfaces": ["eth0"], "source": "all"}}
     assert result.result["group_routes"] == {GROUP: {"interface": "eth0", "route": "0.0.0.0/0"}}
 
 
@@ -163,6 +163,24 @@ def test_iptables_save_is_the_fallback(tmp_path):
                  "iptables-save": (0, "*filter\n:INPUT DROP [0:0]\nCOMMIT\n", "")})
     result = run_module(tmp_path, host)
     assert ids(result) == [("firewall-blocks-group-port", "error")]
+
+
+def test_firewalld_and_ufw_are_read_and_the_blocking_one_is_named(tmp_path):
+    from ansible_collections.multicast.proxy.tests.unit.plugins.module_utils.test_multicast_diag_firewall import (
+        FIREWALLD_LIST_ALL,
+    )
+    client = {"multi_server_info_array": [{"server_ip": "10.0.0.1", "server_port": 47001, "group_ip": GROUP,
+                                           "group_port": 47000}]}
+    (tmp_path / "client_cfg.json.txt").write_text(json.dumps(client))
+    host = Host({"firewall-cmd": "/usr/bin/firewall-cmd", "ufw": "/usr/sbin/ufw", "nft": "/usr/sbin/nft"},
+                {"firewall-cmd": (0, FIREWALLD_LIST_ALL, ""), "ufw": (0, "Status: inactive\n", ""),
+                 "nft": (0, json.dumps({"nftables": []}), "")})
+    result = run_module(tmp_path, host)
+    assert [call[0] for call in host.calls] == [["/usr/bin/firewall-cmd", "--list-all"],
+                                                ["/usr/sbin/ufw", "status", "verbose"],
+                                                ["/usr/sbin/nft", "-j", "list", "ruleset"]]
+    blocking = [f for f in result.result["findings"] if f["id"] == "firewall-blocks-server-port"]
+    assert len(blocking) == 1 and blocking[0]["what"].startswith("the host firewall (firewalld) rejects")
 
 
 def test_invalid_config_is_reported_and_the_file_left_alone(tmp_path):

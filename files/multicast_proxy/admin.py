@@ -330,7 +330,8 @@ def run_stats(action, directory, out):
             _dump_json({"side": "server", "started": reply["started"], "auth": reply.get("auth"),
                         "auth_status": reply.get("auth_status"), "reloads": reply.get("reloads"),
                         "metrics": reply.get("metrics"), "sender": reply.get("sender"),
-                        "subscriptions": reply.get("subscriptions"), "groups": groups}, out)
+                        "socket_buffers": reply.get("socket_buffers"), "subscriptions": reply.get("subscriptions"),
+                        "groups": groups}, out)
             return EXIT_OK
         write_server_stats(groups, out)
         write_subscription_status(reply.get("subscriptions"), out)
@@ -346,7 +347,8 @@ def run_stats(action, directory, out):
     if action.json:
         _dump_json({"side": "client", "started": reply["started"], "auth": reply.get("auth"),
                     "auth_status": reply.get("auth_status"), "reloads": reply.get("reloads"),
-                    "metrics": reply.get("metrics"), "drops": reply["drops"],
+                    "metrics": reply.get("metrics"), "socket_buffers": reply.get("socket_buffers"),
+                    "drops": reply["drops"],
                     "listen_errors": reply["listen_errors"], "entries": entries}, out)
         return EXIT_OK
     write_client_stats(entries, reply["drops"], reply["listen_errors"], out)
@@ -361,6 +363,7 @@ def write_daemon_status(reply, out):
     write_auth_status(reply.get("auth_status"), out)
     write_reloads(reply.get("reloads"), out)
     write_metrics_status(reply.get("metrics"), out)
+    write_socket_buffers(reply.get("socket_buffers"), out)
 
 
 def write_sender_status(status, out):
@@ -371,6 +374,21 @@ def write_sender_status(status, out):
         out.write("source port: NOT bound: %s\n" % status["error"])
     else:
         out.write("source port: copies leave from UDP port %d\n" % status["source_port"])
+
+
+def write_socket_buffers(buffers, out):
+    """One line on the smallest socket buffers the kernel granted (the stats reply's ``socket_buffers``)."""
+    if not buffers:
+        return
+    parts = []
+    for kind, limit in (("receive", "net.core.rmem_max"), ("send", "net.core.wmem_max")):
+        if kind in buffers:
+            granted, asked = buffers[kind]["granted"], buffers[kind]["asked"]
+            part = "%s %d KiB" % (kind, granted >> 10)
+            if granted < asked:
+                part += " (%d KiB asked: raise %s)" % (asked >> 10, limit)
+            parts.append(part)
+    out.write("socket buffers: %s\n" % ", ".join(parts))
 
 
 def write_reloads(reloads, out):

@@ -7,6 +7,7 @@ only in ``auth_keys.json`` and in the HMAC objects below; no message of this
 module or its callers contains one.
 """
 
+import grp
 import hashlib
 import hmac
 import os
@@ -53,12 +54,36 @@ def auth_required(directory):
     return True
 
 
+def service_gid():
+    """The gid of the daemons' group (relay_contract.SERVICE_GROUP), or None where it does not exist."""
+    try:
+        return grp.getgrnam(contract.SERVICE_GROUP).gr_gid
+    except KeyError:
+        return None
+
+
+def key_file_mode_error(mode, gid, allowed_gid):
+    """Why a key file of ``mode`` and group ``gid`` exposes the secrets, or None when it does not.
+
+    Others never get a permission bit, nor the group a write or execute bit.
+    The group may read when it is the daemons' own (``allowed_gid``): that is
+    how the daemons, an unprivileged user, read a file only root can change.
+    """
+    if not mode & 0o077:
+        return None
+    if mode & 0o077 == 0o040 and allowed_gid is not None and gid == allowed_gid:
+        return None
+    return "mode %04o lets other users read or change the secrets; run chmod 600 %%s (or chgrp %s and chmod 640, " \
+           "for the relay's daemons), and rotate the keys if others could read them" % (mode, contract.SERVICE_GROUP)
+
+
 def read_key_file(path):
     """Return the validated keys in ``path``, or None when there is no such file.
 
     Raises ``config.ConfigError`` when the file cannot be read, is a special
-    file, can be read or written by group or others, is owned by another user
-    than root or the caller, or does not validate.
+    file, can be read or written by others, or by a group other than the
+    daemons' (read only), is owned by another user than root or the caller,
+    or does not validate.
     """
     try:
         # O_NONBLOCK: a FIFO planted at this path must not hang the daemon.
@@ -74,10 +99,9 @@ def read_key_file(path):
         if info.st_uid not in (0, os.geteuid()):
             raise config.ConfigError(path, "owned by uid %d; the key file must belong to root "
                                            "(chown root:root %s)" % (info.st_uid, path))
-        if info.st_mode & 0o077:
-            raise config.ConfigError(path, "mode %04o lets other users read or change the secrets; "
-                                           "run chmod 600 %s, and rotate the keys if others could read them"
-                                     % (stat.S_IMODE(info.st_mode), path))
+        mode_error = key_file_mode_error(stat.S_IMODE(info.st_mode), info.st_gid, service_gid())
+        if mode_error:
+            raise config.ConfigError(path, mode_error % path)
         data = os.read(fd, MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
         raise config.ConfigError(path, "cannot read the key file: %s" % (exc.strerror or exc))

@@ -93,7 +93,12 @@ def open_capture_socket(interface, group_ip, group_port, mode, set_buffer):
         program = packet.bpf_udp_filter(group_addr, group_port)
     # Protocol 0 receives nothing until bind, so no unfiltered packet is
     # queued between socket() and SO_ATTACH_FILTER.
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+    except PermissionError:
+        raise PermissionError(errno.EPERM, "%s needs CAP_NET_RAW, which this daemon lacks; give it to the service "
+                                           "(the roles do for a host with such a group: re-run them) or use socket "
+                                           "mode" % ("VRRP" if mode == MODE_VRRP else "capture mode"))
     try:
         attach_filter(sock, program)
         set_buffer(sock, socket.SO_RCVBUF, RECV_BUFFER)

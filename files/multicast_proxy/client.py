@@ -17,7 +17,7 @@ import time
 
 from . import auth, client_fastpath, relay_config as config, frame, mmsg, netinfo, rawsend, replay
 from . import relay_contract as contract, subscription
-from .daemon import Daemon, set_buffer
+from .daemon import Daemon
 from .replay import ReplayWindow
 from .sequence import SequenceTracker
 
@@ -358,8 +358,7 @@ class ClientDaemon(Daemon):
         changes["ports_opened"].extend(sorted(ports_after - ports_before))
         changes["ports_closed"].extend(sorted(ports_before - ports_after))
 
-    @staticmethod
-    def _open_listener(address, port, shared_with_applications):
+    def _open_listener(self, address, port, shared_with_applications):
         """A relay-port socket that only this daemon's user can share.
 
         SO_REUSEPORT lets our wildcard and per-address sockets coexist, and the
@@ -375,7 +374,7 @@ class ClientDaemon(Daemon):
             else:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-            set_buffer(sock, socket.SO_RCVBUF, RECV_BUFFER)
+            self.set_buffer(sock, socket.SO_RCVBUF, RECV_BUFFER)
             sock.bind((address, port))
             sock.setblocking(False)
         except BaseException:

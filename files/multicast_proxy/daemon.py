@@ -289,6 +289,8 @@ class Daemon:
         self.metrics_override = {}
         # When ``timer`` runs next (monotonic): subclasses with sub-second work set it.
         self.next_timer = float("inf")
+        # The smallest socket buffer of each kind the kernel granted (-P --json "socket_buffers").
+        self.socket_buffers = {}
 
     # -- subclass interface -------------------------------------------------
     def load_config_text(self, text):
@@ -639,9 +641,31 @@ class Daemon:
             return self.reload("control socket")
         if cmd == "stats":
             return dict(self.stats(), ok=True, control_refused=self.control_refused, auth_status=self.auth_status(),
-                        reloads=dict(self.reloads), metrics=self.metrics.status())
+                        reloads=dict(self.reloads), metrics=self.metrics.status(),
+                        socket_buffers=dict(self.socket_buffers))
         # control.COMMANDS: "show" is the last one.
         return dict(self.show(), ok=True)
+
+    def set_buffer(self, sock, option, size):
+        """``set_buffer`` of the module, and the buffer the kernel granted noted and reported.
+
+        The first buffer of each kind is logged (INFO when it is what was
+        asked, else a WARNING that names the sysctl), and so is every later
+        one smaller than the smallest so far; ``socket_buffers`` keeps the
+        smallest for ``-P --json``.
+        """
+        granted = set_buffer(sock, option, size)
+        kind, limit = _BUFFER_KINDS[option]
+        known = self.socket_buffers.get(kind)
+        if known is None or granted < known["granted"]:
+            self.socket_buffers[kind] = {"asked": size, "granted": granted}
+            if granted >= size:
+                self.log.info("socket %s buffers: %d KiB", kind, granted >> 10)
+            else:
+                self.log.warning("socket %s buffers: %d KiB of the %d KiB asked: without CAP_NET_ADMIN the kernel "
+                                 "caps them at %s; raise it (the roles set it in /etc/sysctl.d/60-multicast-proxy.conf)"
+                                 ", or bursts may be dropped", kind, granted >> 10, size >> 10, limit)
+        return granted
 
     # -- signals --------------------------------------------------------------
     def _install_signals(self):
@@ -698,15 +722,25 @@ _FORCED = {socket.SO_RCVBUF: getattr(socket, "SO_RCVBUFFORCE", 33),
            socket.SO_SNDBUF: getattr(socket, "SO_SNDBUFFORCE", 32)}
 
 
+_BUFFER_KINDS = {socket.SO_RCVBUF: ("receive", "net.core.rmem_max"),
+                 socket.SO_SNDBUF: ("send", "net.core.wmem_max")}
+
+
 def set_buffer(sock, option, size):
-    """Ask for a big socket buffer; without privilege the kernel caps it at rmem_max/wmem_max."""
+    """Ask for a big socket buffer; returns the bytes granted.
+
+    With CAP_NET_ADMIN the FORCE option sets it whatever the limit; without
+    (the units grant no CAP_NET_ADMIN) plain SO_RCVBUF / SO_SNDBUF, which the
+    kernel caps at net.core.rmem_max / wmem_max.  The kernel doubles the value
+    for its bookkeeping; the granted size is the half it reports.
+    """
     try:
         sock.setsockopt(socket.SOL_SOCKET, _FORCED[option], size)
-        return
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EINVAL, errno.ENOPROTOOPT):
             raise
-    sock.setsockopt(socket.SOL_SOCKET, option, size)
+        sock.setsockopt(socket.SOL_SOCKET, option, size)
+    return sock.getsockopt(socket.SOL_SOCKET, option) // 2
 
 
 def run_daemon(daemon):

@@ -27,6 +27,7 @@ original source, the address the lookup then uses (an IP_HDRINCL socket may
 name any source, the lookup does not require it to be local).
 """
 
+import errno
 import fcntl
 import socket
 import struct
@@ -62,7 +63,12 @@ class RawDelivery(object):
     def __init__(self, interface):
         self.interface = interface
         # IPPROTO_RAW implies IP_HDRINCL and receives nothing.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        except PermissionError:
+            raise PermissionError(errno.EPERM, "re-delivery with the original source (preserve_source, VRRP) needs "
+                                               "CAP_NET_RAW, which this daemon lacks; give it to the service (the "
+                                               "roles do for a host with such an entry: re-run them)")
         try:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
             mreqn = socket.inet_aton("0.0.0.0") + socket.inet_aton("0.0.0.0") + struct.pack(

@@ -94,6 +94,10 @@ def join_setting(entry, cfg):
 class Group:
     """A joined group socket and its counters."""
 
+    # Sizes the group socket's receive buffer; the daemon gives each group its
+    # own method, which reports the size the kernel granted.
+    set_buffer = staticmethod(set_buffer)
+
     def __init__(self, group_ip, group_port, interface, seq_base, mode=capture.MODE_SOCKET, join=None):
         self.group_ip = group_ip
         self.group_port = group_port
@@ -143,10 +147,13 @@ class Group:
 
     def open(self, targets=(), problem=""):
         """Bind group_ip:group_port and join on the explicit interface, or on ``targets`` (netinfo.Interface
-        tuples) when the group has a join setting (capture mode: see capture.py)."""
+        tuples) when the group has a join setting (capture mode: see capture.py).
+
+        The receive buffer is sized by ``self.set_buffer``: the daemon's, which reports what it got.
+        """
         if self.mode != capture.MODE_SOCKET:
             self.sock = capture.open_capture_socket(self.interface, self.group_ip, self.group_port, self.mode,
-                                                    set_buffer)
+                                                    self.set_buffer)
             return
         if self.join is None:
             ifindex = netinfo.interface_index(self.interface)
@@ -159,7 +166,7 @@ class Group:
             sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
-            set_buffer(sock, socket.SO_RCVBUF, RECV_BUFFER)
+            self.set_buffer(sock, socket.SO_RCVBUF, RECV_BUFFER)
             sock.bind((self.group_ip, self.group_port))
             sock.setblocking(False)
             if self.join is None:
@@ -395,7 +402,7 @@ class ServerDaemon(DynamicMembers, Daemon):
         """
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            set_buffer(sender, socket.SO_SNDBUF, SEND_BUFFER)
+            self.set_buffer(sender, socket.SO_SNDBUF, SEND_BUFFER)
             # Nothing is ever read from it: what others send to the port costs the least the kernel allows.
             sender.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 0)
             sender.setblocking(False)
@@ -503,6 +510,7 @@ class ServerDaemon(DynamicMembers, Daemon):
                 continue
             group = Group(group_ip, entry["group_port"], interface,
                           max(self.seq_base, self.retired_seq.pop(group_ip, 0)), mode, join)
+            group.set_buffer = self.set_buffer
             if current is not None:
                 # Counters and sequence survive a rejoin, so -P stays meaningful.
                 group.rx_packets, group.rx_bytes, group.seq = current.rx_packets, current.rx_bytes, current.seq

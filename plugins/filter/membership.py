@@ -19,6 +19,7 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible.module_utils.six import string_types
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.multicast.proxy.plugins.filter.auth_keys import fleet_auth_problems
+from ansible_collections.multicast.proxy.plugins.module_utils.relay_contract import needed_capabilities
 from ansible_collections.multicast.proxy.plugins.module_utils.relay_config import (
     CLIENT,
     CLIENT_TOP_KEY,
@@ -671,6 +672,18 @@ def prometheus_targets(groups_def, hostvars, groups, side, variable=DEFAULT_VARI
     return targets
 
 
+def relay_capabilities(config, side):
+    """The capabilities a host's daemon of ``side`` needs for ``config`` (its server_config / client_config).
+
+    The roles put them in the unit's AmbientCapabilities and
+    CapabilityBoundingSet; relay_contract.needed_capabilities has the rules.
+    """
+    try:
+        return needed_capabilities(side, config)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise AnsibleFilterError("relay_capabilities: %s" % to_native(exc))
+
+
 class FilterModule(object):
     """Inventory-driven membership filters of multicast.proxy."""
 
@@ -682,6 +695,7 @@ class FilterModule(object):
             "relay_roles": relay_roles,
             "relay_group_count": relay_group_count,
             "relay_config_json": relay_config_json,
+            "relay_capabilities": relay_capabilities,
             "relay_verify_streams": relay_verify_streams,
             "prometheus_targets": prometheus_targets,
         }

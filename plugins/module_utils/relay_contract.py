@@ -25,7 +25,7 @@ import os
 import stat
 import tempfile
 
-from .relay_config import CLIENT_CONFIG_NAME, SERVER_CONFIG_NAME
+from .relay_config import CLIENT_CONFIG_NAME, CLIENT_TOP_KEY, SERVER_CONFIG_NAME, SERVER_TOP_KEY, split_listen
 
 DEFAULT_CONF_DIR = "/etc/multicast"
 CONF_DIR_ENV = "MULTICAST_CONF_DIR"
@@ -42,6 +42,16 @@ EXIT_NOT_RUNNING = 3  # the daemon is not running: an edit is saved and applies 
 
 # A config written where none existed; a replaced file keeps its own mode.
 NEW_FILE_MODE = 0o644
+
+# The system user and group the daemons run as (the common role creates them).
+# Members of the group may read a key file of mode 0640 (auth.py).
+SERVICE_USER = "multicast-proxy"
+SERVICE_GROUP = "multicast-proxy"
+
+# Ports below this one need CAP_NET_BIND_SERVICE (net.ipv4.ip_unprivileged_port_start).
+PRIVILEGED_PORTS_BELOW = 1024
+CAP_NET_BIND_SERVICE = "CAP_NET_BIND_SERVICE"
+CAP_NET_RAW = "CAP_NET_RAW"
 
 
 class Side(collections.namedtuple("Side", ["name", "config_name", "log_name", "socket_name", "admin", "reload",
@@ -176,3 +186,49 @@ def write_file_atomically(path, data, mode=None, owner=None, prepare=None):
     except OSError as exc:
         return WriteResult(path, True, exc)
     return WriteResult(path, True, None)
+
+
+def _bound_ports(side, cfg):
+    """Every port the daemon of ``side`` binds with the config ``cfg`` (validated)."""
+    ports = []
+    if cfg.get("metrics_listen"):
+        ports.append(split_listen(cfg["metrics_listen"])[1])
+    if side == "server":
+        ports.append(cfg.get("source_port") or 0)
+        # Capture and VRRP groups bind no UDP port (AF_PACKET).
+        ports.extend(group["group_port"] for group in cfg.get(SERVER_TOP_KEY, ())
+                     if group.get("protocol") != "vrrp" and not group.get("capture"))
+        # A group with allow takes subscriptions on its server port.
+        ports.extend(group["server_port"] for group in cfg.get(SERVER_TOP_KEY, ()) if group.get("allow"))
+    else:
+        ports.extend(entry["server_port"] for entry in cfg.get(CLIENT_TOP_KEY, ()))
+    return ports
+
+
+def _needs_raw_sockets(side, cfg):
+    if side == "server":
+        # Capture mode and VRRP read the interface through an AF_PACKET socket.
+        return any(group.get("protocol") == "vrrp" or group.get("capture") for group in cfg.get(SERVER_TOP_KEY, ()))
+    # Re-delivery with the original source (and VRRP's TTL 255) goes through an IPPROTO_RAW socket.
+    return bool(cfg.get("preserve_source")) or any(
+        entry.get("protocol") == "vrrp" or entry.get("preserve_source") for entry in cfg.get(CLIENT_TOP_KEY, ()))
+
+
+def needed_capabilities(side, cfg):
+    """The capabilities the daemon of ``side`` ("server" or "client") needs for ``cfg``, as a sorted list.
+
+    An unprivileged user can do everything else the relay does: join groups,
+    bind ports from 1024 up, send, and have socket buffers up to
+    net.core.rmem_max / wmem_max (which the roles raise instead of granting
+    CAP_NET_ADMIN).  ``cfg`` is a validated config (a dict as relay_config
+    returns it, or as the membership filters compute it); a port of 0 means
+    an ephemeral one.
+    """
+    if side not in SIDES:
+        raise ValueError("side must be one of %s, not %r" % (", ".join(SIDES), side))
+    needed = set()
+    if any(0 < port < PRIVILEGED_PORTS_BELOW for port in _bound_ports(side, cfg)):
+        needed.add(CAP_NET_BIND_SERVICE)
+    if _needs_raw_sockets(side, cfg):
+        needed.add(CAP_NET_RAW)
+    return sorted(needed)

@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import grp
 import json
 import os
 import re
@@ -30,6 +31,8 @@ COLLECTIONS_PATH = os.path.abspath(os.path.join(COLLECTION_ROOT, "..", "..", "..
 SECRET = "5e" * 32
 KEYS = [{"id": 3, "secret": SECRET}]
 RELOAD_HANDLER = "Collect relay service states"
+# relay_contract.SERVICE_GROUP: the key file's group (the install task creates it on a host).
+SERVICE_GROUP = "multicast-proxy"
 # The default callback's lines: a task's header, then the host's status.
 HEADER = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?:multicast\.proxy\.common : )?(.*)\] \**$")
 STATUS = re.compile(r"^(ok|changed|skipping|fatal): \[localhost\](?:: FAILED! => (\{.*\}))?")
@@ -44,7 +47,8 @@ PLAYBOOK = """\
         tasks_from: auth
 """
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the role writes root-owned files (owner: root)")
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="the role writes root-owned files (owner: root)"),
+              pytest.mark.usefixtures("service_account")]
 
 
 @pytest.fixture(name="host")
@@ -123,7 +127,10 @@ def test_required_writes_the_marker_after_the_keys_and_notifies_the_reload(host)
     assert stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o644 and info.st_uid == 0
     content = marker(host).read_text()
     assert content.startswith("# ") and content.count("\n") == 1 and "auth_keys.json" in content
-    assert stat.S_IMODE(os.stat(str(key_file(host))).st_mode) == 0o600
+    info = os.stat(str(key_file(host)))
+    # root's, readable by the daemons' group only (they run as an unprivileged user).
+    assert stat.S_IMODE(info.st_mode) == 0o640 and info.st_uid == 0
+    assert info.st_gid == grp.getgrnam(SERVICE_GROUP).gr_gid
 
     rc, results, output = run_auth(host, KEYS, True)
     assert rc == 0, output

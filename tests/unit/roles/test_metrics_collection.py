@@ -17,6 +17,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import grp
 import json
 import os
 import shutil
@@ -44,7 +45,8 @@ METRICS_PLAYBOOK = """\
         common_metrics_textfile_dir: "{{ textfile_dir }}"
 """
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the role writes root-owned files (owner: root)")
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="the role writes root-owned files (owner: root)"),
+              pytest.mark.usefixtures("service_account")]
 
 
 def ansible_playbook(tmp_path, playbook, extra, *options, **kwargs):
@@ -88,7 +90,10 @@ def test_a_textfile_directory_gets_a_drop_in_and_the_restart(metrics_host):
     textfile_dir = metrics_host["tmp"] / "node-exporter"
     rc, output = metrics_host["run"](str(textfile_dir))
     assert rc == 0, output
-    assert stat.S_IMODE(os.stat(str(textfile_dir)).st_mode) == 0o755
+    # Writable by the daemons' group (they run as an unprivileged user), sticky.
+    info = os.stat(str(textfile_dir))
+    assert stat.S_IMODE(info.st_mode) == 0o1775 and info.st_uid == 0
+    assert info.st_gid == grp.getgrnam("multicast-proxy").gr_gid
     lines = metrics_host["dropin"].read_text().splitlines()
     assert "[Service]" in lines and "ReadWritePaths=%s" % textfile_dir in lines
     assert "RUNNING HANDLER [multicast.proxy.common : %s]" % HANDLER in output
@@ -113,6 +118,8 @@ def test_an_existing_directory_keeps_its_owner_and_mode(metrics_host):
     assert rc == 0, output
     info = os.stat(str(textfile_dir))
     assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == 65534
+    # ... and the run says the daemons cannot write it.
+    assert "which the relay daemons (user multicast-proxy) cannot write" in " ".join(output.split())
 
 
 def test_a_file_in_place_of_the_directory_fails_with_what_to_do(metrics_host):

@@ -114,13 +114,13 @@ def _text_read_by(task_file):
 def test_every_included_entry_point_of_common_has_its_own_argument_spec():
     specs = load("common", "meta", "argument_specs.yml")["argument_specs"]
     entry_points = _included_entry_points()
-    assert {"auth", "host", "install", "metrics", "preflight"} <= set(entry_points)
+    assert {"auth", "host", "install", "metrics", "preflight", "unit"} <= set(entry_points)
     missing = [name for name in entry_points + ["uninstall"] if name not in specs]
     assert not missing, "entry points without an argument spec: %s" % missing
 
 
 @pytest.mark.parametrize("entry_point", ["auth", "firewall", "host", "install", "metrics", "preflight", "set_vars",
-                                         "uninstall"])
+                                         "uninstall", "unit"])
 def test_an_entry_point_spec_names_exactly_the_settings_it_reads(entry_point):
     specs = load("common", "meta", "argument_specs.yml")["argument_specs"]
     options = specs[entry_point].get("options") or {}

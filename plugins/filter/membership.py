@@ -458,7 +458,7 @@ def _check_source_port(config, definitions, host):
 
 
 def _check_subscription_ports(definitions, host):
-    """A sender of a group with may_join takes subscriptions on its server_port: the host's client cannot listen there."""
+    """A sender of a group with may_join takes subscriptions on its server_port: its client cannot listen there."""
     for sent in definitions:
         if not sent["may_join"] or host not in sent["senders"]:
             continue

@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ipaddress
+import json
 
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_native
@@ -756,6 +757,23 @@ def relay_verify_streams(groups_def, groups, play_hosts, only_groups=None, any_p
     return streams
 
 
+def relay_subscribed(result):
+    """The dynamic members of a server group, from a registered ``multis_admin -P -m GROUP --json``.
+
+    The addresses the server sends copies to because they subscribed (a
+    member that is also static counts too); empty when the command failed,
+    so that a caller waiting for members to leave keeps waiting.
+    """
+    if not isinstance(result, dict) or result.get("rc") != 0 or not result.get("stdout"):
+        return []
+    try:
+        stats = json.loads(result["stdout"])
+    except ValueError:
+        return []
+    return [member["member_ip"] for group in stats.get("groups") or [] for member in group.get("members") or []
+            if "subscription" in (member.get("joined_by") or "").split("+")]
+
+
 METRICS_VARIABLE = "multicast_proxy_metrics"
 METRICS_ADDRESS_VARIABLE = "multicast_proxy_metrics_address"
 # The ports the roles give each daemon's endpoint unless the inventory says otherwise.
@@ -831,5 +849,6 @@ class FilterModule(object):
             "relay_group_count": relay_group_count,
             "relay_config_json": relay_config_json,
             "relay_verify_streams": relay_verify_streams,
+            "relay_subscribed": relay_subscribed,
             "prometheus_targets": prometheus_targets,
         }

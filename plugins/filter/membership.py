@@ -104,22 +104,23 @@ def group_definition_spec():
                                         "either. Each runs the relay server."]},
             "receivers": {"type": "raw",
                           "description": ["The hosts that always receive it (static members): an inventory group, "
-                                          "a host, or a list of either. Each runs the relay client; a sender is "
-                                          "never its own member. Required unless may_join is given."]},
+                                          "a host, or a list of either.",
+                                          "Each runs the relay client; a sender is never its own member.",
+                                          "Required unless may_join is given."]},
             "may_join": {"type": "dict",
-                         "description": ["Who may join the group on their own (dynamic members): they receive "
-                                         "while a local application has joined the group, without a run of "
-                                         "Ansible."],
+                         "description": ["Who may join the group on their own (dynamic members).",
+                                         "They receive while a local application has joined the group, without "
+                                         "a run of Ansible."],
                          "options": {
                              "hosts": {"type": "raw",
-                                       "description": ["An inventory group, a host, or a list of either; each "
-                                                       "runs the relay client with a dynamic entry per sender, "
-                                                       "and its address is allowed on the senders. A host that "
-                                                       "is also a receiver stays a static member."]},
+                                       "description": ["An inventory group, a host, or a list of either.",
+                                                       "Each runs the relay client with a dynamic entry per "
+                                                       "sender, and its address is allowed on the senders.",
+                                                       "A host that is also a receiver stays a static member."]},
                              "networks": {"type": "list", "elements": "str",
-                                          "description": ["IPv4 networks (CIDR) whose hosts may subscribe, such "
-                                                          "as a scaling group's subnet: instances Ansible has "
-                                                          "not seen yet."]}}}}
+                                          "description": ["IPv4 networks (CIDR) whose hosts may subscribe.",
+                                                          "For example a scaling group's subnet, whose instances "
+                                                          "Ansible has not seen yet."]}}}}
     for key in _DEFINITION_KEYS:
         option = rows.get(key)
         if option is None:

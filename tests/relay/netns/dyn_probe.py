@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Timed probes for tests/relay/netns/test_dynamic.py, run inside a test namespace.
 
     dyn_probe.py send --group G --port P --rate N --duration S

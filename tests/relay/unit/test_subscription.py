@@ -134,7 +134,7 @@ def test_a_full_group_refuses_with_a_reason_only_after_the_cookie():
 
 def test_rate_limits_per_member_and_group():
     server = make_server()
-    outcomes = [send(server, sub.JOIN, 5.0, cookie=bytes(range(16))) for _ in range(30)]
+    outcomes = [send(server, sub.JOIN, 5.0, cookie=bytes(range(16))) for _index in range(30)]
     limited = [o for o in outcomes if o.reason == "rate_limited"]
     assert len(limited) == 30 - int(sub.SOURCE_BURST)
     assert all(o.reply is None for o in limited)

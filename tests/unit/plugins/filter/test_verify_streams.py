@@ -202,20 +202,20 @@ def test_the_playbook_probes_host_named_senders_and_receivers():
     definitions, hostvars, groups = one_group_fleet("src1", "mem2")
     definitions.append({"name": "cameras", "group_ip": "239.5.5.5", "group_port": 0, "capture": True,
                         "server_port": 6902, "senders": ["mc_sources"], "receivers": "mc_members"})
-    result = playbook_streams(multicast_proxy_groups=definitions, groups=groups,
+    result = playbook_streams(multicast_proxy_groups=definitions, groups=groups, hostvars=hostvars,
                               ansible_play_hosts_all=["src1", "mem2", "mem3"], multicast_proxy_verify_any_port="6100")
     assert result == [
         {"group": "probe", "group_ip": "239.1.1.1", "group_port": 7000, "sender": "src1", "stream_id": 1,
-         "members": ["mem2"], "dynamic_members": []},
+         "members": ["mem2"], "dynamic_members": [], "dynamic_addresses": []},
         {"group": "cameras", "group_ip": "239.5.5.5", "group_port": 6100, "sender": "src1", "stream_id": 2,
-         "members": ["mem2", "mem3"], "dynamic_members": []},
+         "members": ["mem2", "mem3"], "dynamic_members": [], "dynamic_addresses": []},
     ]
-    selected = playbook_streams(multicast_proxy_groups=definitions, groups=groups, ansible_play_hosts_all=groups["all"],
-                                multicast_proxy_verify_groups=["cameras"])
+    selected = playbook_streams(multicast_proxy_groups=definitions, groups=groups, hostvars=hostvars,
+                                ansible_play_hosts_all=groups["all"], multicast_proxy_verify_groups=["cameras"])
     assert [(stream["group"], stream["sender"], stream["group_port"]) for stream in selected] == [
         ("cameras", "src1", 5999), ("cameras", "src2", 5999)]
 
 
 def test_the_playbook_without_groups_has_no_streams():
     definitions, hostvars, groups = fleet()
-    assert playbook_streams(groups=groups, ansible_play_hosts_all=groups["all"]) == []
+    assert playbook_streams(groups=groups, hostvars=hostvars, ansible_play_hosts_all=groups["all"]) == []

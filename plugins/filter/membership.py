@@ -279,6 +279,10 @@ def _may_join(item, definition, where, inventory_groups):
             definition["networks"] = parse_networks(networks, path + ".networks")
         except ConfigError as exc:
             problems.append(to_native(exc))
+    if not problems and not definition["dynamic"] and not definition["networks"]:
+        problems.append("%s: every host of may_join.hosts is a receiver (a static member already) and there are "
+                        "no may_join.networks, so nobody else may join; add hosts or networks, or remove may_join"
+                        % path)
     max_members = item.get("max_members")
     if not problems and isinstance(max_members, int) and not isinstance(max_members, bool) \
             and 0 < max_members < len(definition["dynamic"]):

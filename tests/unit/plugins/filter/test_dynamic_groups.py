@@ -118,6 +118,9 @@ ALERTS = "multicast_proxy_groups[1] (alerts)"
     (lambda d, hv, g: d[1]["may_join"].pop("hosts") and d[1]["may_join"].pop("networks"),
      ALERTS + ".may_join: give hosts (an inventory group, a host, or a list of either), networks (CIDR ranges "
               "such as a scaling group's subnet) or both"),
+    (lambda d, hv, g: d[0].update(may_join={"hosts": "mc_members"}),
+     VIDEO + ".may_join: every host of may_join.hosts is a receiver (a static member already) and there are no "
+             "may_join.networks, so nobody else may join; add hosts or networks, or remove may_join"),
     (lambda d, hv, g: d[1].pop("may_join"),
      ALERTS + ": receivers is missing; give receivers (static members), may_join (dynamic members) or both"),
 ])

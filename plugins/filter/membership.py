@@ -242,7 +242,9 @@ def _may_join(item, definition, where, inventory_groups):
 
     A host that is also a receiver stays a static member only: it gets no
     dynamic entry and needs no place in the allow list (the relay sends a
-    member that is both one copy anyway).
+    member that is both one copy anyway). Senders are left out: a sender is
+    never its own member, and its server takes the subscriptions on the port
+    a client of it would listen on.
     """
     definition["dynamic"], definition["networks"], definition["may_join"] = [], [], False
     may_join = item.get("may_join")
@@ -270,7 +272,8 @@ def _may_join(item, definition, where, inventory_groups):
         except FleetError as exc:
             problems.append(to_native(exc))
         else:
-            definition["dynamic"] = [host for host in hosts if host not in definition.get("receivers", ())]
+            definition["dynamic"] = [host for host in hosts if host not in definition.get("receivers", ())
+                                     and host not in definition.get("senders", ())]
     if may_join.get("networks") is not None:
         networks = may_join["networks"]
         if isinstance(networks, string_types):
@@ -280,13 +283,13 @@ def _may_join(item, definition, where, inventory_groups):
         except ConfigError as exc:
             problems.append(to_native(exc))
     if not problems and not definition["dynamic"] and not definition["networks"]:
-        problems.append("%s: every host of may_join.hosts is a receiver (a static member already) and there are "
-                        "no may_join.networks, so nobody else may join; add hosts or networks, or remove may_join"
-                        % path)
+        problems.append("%s: every host of may_join.hosts is a receiver (a static member already) or a sender, and "
+                        "there are no may_join.networks, so nobody else may join; add hosts or networks, or remove "
+                        "may_join" % path)
     max_members = item.get("max_members")
     if not problems and isinstance(max_members, int) and not isinstance(max_members, bool) \
             and 0 < max_members < len(definition["dynamic"]):
-        problems.append("%s.max_members: %d is below the %d hosts of may_join.hosts that are not receivers "
+        problems.append("%s.max_members: %d is below the %d hosts of may_join.hosts that are not receivers or senders "
                         "(%s): the server would refuse some of them while the others are members; raise "
                         "max_members to at least %d, or make some of them receivers"
                         % (where, max_members, len(definition["dynamic"]), ", ".join(definition["dynamic"]),

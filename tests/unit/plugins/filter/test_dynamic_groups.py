@@ -46,6 +46,15 @@ def test_a_receiver_that_may_also_join_stays_a_static_member():
     assert not any(network.startswith("10.0.0.21") for network in video["allow"])
 
 
+def test_a_sender_named_by_may_join_is_left_out():
+    definitions, hostvars, groups = dynamic_fleet()
+    definitions[1]["may_join"]["hosts"] = "all"       # src1 sends alerts
+    assert membership.fleet_problems(definitions, hostvars, groups) == []
+    assert membership.relay_roles(definitions, "src1", groups) == ["server"]
+    alerts = membership.server_config(definitions, "src1", hostvars, groups)["multi_group_array"][1]
+    assert "10.0.0.11/32" not in alerts["allow"] and "10.0.0.21/32" in alerts["allow"]
+
+
 def test_may_join_hosts_run_clients_and_count_their_groups():
     definitions, hostvars, groups = dynamic_fleet()
     assert membership.relay_roles(definitions, "view2", groups) == ["client"]
@@ -105,7 +114,7 @@ ALERTS = "multicast_proxy_groups[1] (alerts)"
     (lambda d, hv, g: d[0]["may_join"].update(networks=["239.1.0.0/16"]),
      VIDEO + ".may_join.networks[0]: 239.1.0.0/16 is multicast; subscribers have unicast addresses"),
     (lambda d, hv, g: d[0].update(max_members=1),
-     VIDEO + ".max_members: 1 is below the 2 hosts of may_join.hosts that are not receivers (view1, view2): "
+     VIDEO + ".max_members: 1 is below the 2 hosts of may_join.hosts that are not receivers or senders (view1, view2): "
              "the server would refuse some of them while the others are members; raise max_members to at least "
              "2, or make some of them receivers"),
     (lambda d, hv, g: d[0].update(max_members=2000),
@@ -119,8 +128,8 @@ ALERTS = "multicast_proxy_groups[1] (alerts)"
      ALERTS + ".may_join: give hosts (an inventory group, a host, or a list of either), networks (CIDR ranges "
               "such as a scaling group's subnet) or both"),
     (lambda d, hv, g: d[0].update(may_join={"hosts": "mc_members"}),
-     VIDEO + ".may_join: every host of may_join.hosts is a receiver (a static member already) and there are no "
-             "may_join.networks, so nobody else may join; add hosts or networks, or remove may_join"),
+     VIDEO + ".may_join: every host of may_join.hosts is a receiver (a static member already) or a sender, and "
+             "there are no may_join.networks, so nobody else may join; add hosts or networks, or remove may_join"),
     (lambda d, hv, g: d[1].pop("may_join"),
      ALERTS + ": receivers is missing; give receivers (static members), may_join (dynamic members) or both"),
 ])

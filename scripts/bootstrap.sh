@@ -15,6 +15,7 @@ packages=(
     docker.io nftables iproute2 iperf socat tcpdump procps
     debootstrap openssh-client
     keepalived  # the VRRP tests run Debian's keepalived in network namespaces
+    ssmping  # tests/relay/netns/test_ssm.py runs ssmpingd / ssmping across the relay (no service)
     # the interop suite (tests/relay/netns/test_interop.py) runs these applications
     udpcast gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     avahi-daemon avahi-utils dbus corosync util-linux

@@ -6,9 +6,13 @@
 #   pyversions  the same on every Python 3.6 to 3.13 under pyenv (scripts/run-pyversions.sh)
 #   modules     module, filter and template unit tests (scripts/run-module-units.sh)
 #   netns       multi-host relay tests in network namespaces (tests/relay/netns, root)
+#   netns-pyversions  the same with the relay on the oldest and the newest Python (MCP_NETNS_PYVERSIONS,
+#               default "3.6 3.13", from pyenv; the harness stays on .venv's Python)
 #   lint        ansible-lint, production profile (scripts/run-lint.sh)
 #   sanity      ansible-test sanity (scripts/run-sanity.sh)
 #   molecule    molecule scenarios on the container fleet (tests/fleet/run-molecule.sh)
+#   molecule-matrix  the default scenario on Debian 11 and 13 and with ansible-core 2.16 on Debian 12,
+#               without its key rotation play (the full scenario runs in "molecule")
 # env: MCP_MOLECULE_SCENARIOS (default "default membership vrrp"),
 #      MCP_MOLECULE_RELEASES (default "bookworm"; "all" = bullseye bookworm trixie)
 #
@@ -19,7 +23,7 @@ set -uo pipefail
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo_root"
 export PATH="$repo_root/.venv/bin:$PATH"
-all_suites=(unit pyversions modules netns lint sanity ansible-matrix molecule)
+all_suites=(unit pyversions modules netns netns-pyversions lint sanity ansible-matrix molecule molecule-matrix)
 suites=("$@")
 if [ "${#suites[@]}" -eq 0 ]; then
     suites=("${all_suites[@]}")
@@ -65,6 +69,28 @@ molecule_suite() {
     return "$rc"
 }
 
+netns_pyversions_suite() {
+    local version python rc=0
+    for version in ${MCP_NETNS_PYVERSIONS:-3.6 3.13}; do
+        python=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$version".* 2>/dev/null | sort -V | tail -1)
+        if [ -z "$python" ] || [ ! -x "$python/bin/python3" ]; then
+            echo "run-tests: no Python $version under pyenv for netns-pyversions" >&2
+            rc=1
+            continue
+        fi
+        echo "run-tests: netns with the relay on $python/bin/python3" >&2
+        (export MCPT_RELAY_PYTHON="$python/bin/python3"; pytest_suite tests/relay/netns) || rc=1
+    done
+    return "$rc"
+}
+
+molecule_matrix_suite() {
+    local rc=0
+    MCP_VERIFY_ROTATION=false tests/fleet/run-molecule.sh default bullseye trixie || rc=1
+    MCP_VERIFY_ROTATION=false MCP_MOLECULE_CORE=2.16 tests/fleet/run-molecule.sh default bookworm || rc=1
+    return "$rc"
+}
+
 run_suite() {
     case "$1" in
         unit) pytest_suite tests/relay/unit ;;
@@ -75,6 +101,8 @@ run_suite() {
         sanity) script_suite scripts/run-sanity.sh ;;
         ansible-matrix) script_suite scripts/run-ansible-matrix.sh ;;
         molecule) molecule_suite ;;
+        netns-pyversions) netns_pyversions_suite ;;
+        molecule-matrix) molecule_matrix_suite ;;
     esac
 }
 

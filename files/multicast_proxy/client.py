@@ -203,8 +203,7 @@ class ClientDaemon(Daemon):
         wanted = {}
         for item in cfg[config.CLIENT_TOP_KEY]:
             entry = Entry(item["server_ip"], item["server_port"], item["group_ip"], item["group_port"])
-            entry.raw = bool(item.get("protocol") == "vrrp" or item.get("preserve_source")
-                             or cfg.get("preserve_source"))
+            entry.raw = config.client_entry_keeps_source(cfg, item)
             entry.set_source_port(item.get("source_port", cfg.get("source_port")))
             if item.get("dynamic"):
                 entry.subscriber = subscription.Subscriber()

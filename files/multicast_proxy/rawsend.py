@@ -14,6 +14,17 @@ the kernel then delivers the looped copy and sends nothing on the wire.  A
 VRRP advertisement must keep TTL 255, so it also leaves the host on the
 interface; a VPC drops it, and the server on this host ignores it (its
 source is not local, see capture.py).
+
+Which local sockets get the looped copy: the kernel decides at the route
+lookup, from the group and the source the lookup is given, whether the
+interface's source filter (the union of the local joins) admits the packet,
+and loops it back only then.  A raw send names no source of its own, so the
+lookup would use an address of this host: an interface whose only members of
+the group joined for one source S (IP_ADD_SOURCE_MEMBERSHIP, as ssmping does)
+would never see the packet, although its header says S.  Every packet is
+therefore sent with an IP_PKTINFO control message whose ipi_spec_dst is the
+original source, the address the lookup then uses (an IP_HDRINCL socket may
+name any source, the lookup does not require it to be local).
 """
 
 import fcntl
@@ -23,6 +34,10 @@ import struct
 from . import frame, netinfo, packet
 
 _SIOCGIFMTU = 0x8921
+# Python < 3.7 has no socket.IP_PKTINFO; the Linux value.
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+# struct in_pktinfo: ipi_ifindex (0: the socket's IP_MULTICAST_IF), ipi_spec_dst, ipi_addr (unused on send).
+_IN_PKTINFO = struct.Struct("=i4s4x")
 # UDP re-delivery never leaves the host (see the module docstring).
 UDP_TTL = 0
 
@@ -34,6 +49,11 @@ def interface_mtu(name):
         return struct.unpack("16si", reply)[1]
     finally:
         probe.close()
+
+
+def source_control(src_addr):
+    """The sendmsg ancillary data that has the kernel route a packet as sent from ``src_addr`` (an int)."""
+    return [(socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, src_addr.to_bytes(4, "big")))]
 
 
 class RawDelivery(object):
@@ -76,5 +96,6 @@ class RawDelivery(object):
             self._ident = self._ident % 0xFFFF + 1
             ident = self._ident
         destination = (frame.int_to_ip(group_addr), 0)
+        control = source_control(src_addr)
         for datagram in packet.ip_packets(src_addr, group_addr, proto, ip_payload, tos, ttl, ident, self.mtu):
-            self.sock.sendto(datagram, destination)
+            self.sock.sendmsg([datagram], control, 0, destination)

@@ -354,7 +354,7 @@ class ServerDaemon(DynamicMembers, Daemon):
         self.verifier = auth.Verifier(keys) if keys is not None else None
         self._bind_signers(self.cfg)
 
-    def _bind_signers(self, cfg, groups=None):
+    def _bind_signers(self, cfg, groups=None, sources=None):
         """Give every group the signer of the address its members receive from (tags name their server).
 
         That address is the config's top-level ``address``, else the local
@@ -368,7 +368,8 @@ class ServerDaemon(DynamicMembers, Daemon):
             return
         configured = (cfg or {}).get("address")
         legacy = bool((cfg or {}).get("legacy_tags"))
-        sources = {}
+        # member -> local address of its route; the dynamic members' rebuilds pass their cache.
+        sources = {} if sources is None else sources
         for group in self.groups.values() if groups is None else groups:
             address = configured
             if address is None:

@@ -13,6 +13,7 @@ import socket
 import time
 
 from . import netinfo, subscription
+from .daemon import set_buffer
 
 # How often leases are checked while dynamic members exist (a lost leave costs at most a lease plus this).
 LEASE_CHECK_INTERVAL = 0.25
@@ -21,6 +22,14 @@ PORT_RETRY_INTERVAL = 30.0
 # Subscription messages read per readiness event; a datagram is at most this big and still read whole.
 SUBSCRIPTION_BATCH = 64
 SUBSCRIPTION_BUFFER = 256
+# Receive buffer of a subscription socket: the default 208 KiB holds about 270 small datagrams, so
+# the JOINs of a 1024-member group arriving together were mostly dropped by the kernel; 2 MiB holds
+# about 2700 (what a server gets when all of a full group's members answer their challenges at once).
+SUBSCRIPTION_RECV_BUFFER = 2 << 20
+# With the fleet key, the local address of the route to each dynamic member (what its tags name) is
+# remembered this long: one lookup per member and interval, not one per member at every rebuild (which
+# made a change of a 1024-member group cost 48 ms) and one per message.
+ROUTE_CACHE_SECONDS = 10.0
 
 
 class DynamicMembers:
@@ -35,9 +44,12 @@ class DynamicMembers:
         self.static_members = {}
         self._subscription_buffer = bytearray(SUBSCRIPTION_BUFFER)
         self._next_port_retry = 0.0
+        self._route_sources = {}
+        self._route_sources_until = 0.0
 
     def configure_dynamic_members(self, groups):
         """Take the groups' subscription settings before ``apply_config`` builds their fan-out lists."""
+        self._route_sources_until = 0.0
         self.subscriptions.configure(groups, time.monotonic(), time.time())
         self.static_members = dict((entry["group_ip"], entry["member_array"]) for entry in groups)
 
@@ -70,7 +82,7 @@ class DynamicMembers:
                 departed[ip].update(tx_packets=sent["tx_packets"], tx_bytes=sent["tx_bytes"])
         group.set_members(members, group.server_port, self.fan_out)
         if self.signer is not None and not (self.cfg or {}).get("address"):
-            self._bind_signers(self.cfg, [group])
+            self._bind_signers(self.cfg, [group], self._route_cache())
 
     def _sync_subscription_sockets(self, changes):
         """A socket on every server port of a group with allow, and none on the others."""
@@ -86,6 +98,7 @@ class DynamicMembers:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
                 sock.setblocking(False)
+                set_buffer(sock, socket.SO_RCVBUF, SUBSCRIPTION_RECV_BUFFER)
                 sock.bind(("0.0.0.0", port))
             except OSError as exc:
                 sock.close()
@@ -103,6 +116,22 @@ class DynamicMembers:
             self.next_timer = min(self.next_timer, time.monotonic() + LEASE_CHECK_INTERVAL)
 
     def _read_subscriptions(self, port, sock):
+        """Answer what queued on a subscription port; then rebuild each group that changed, once.
+
+        A burst of joins (a restart of many members, a fleet coming up)
+        costs one fan-out rebuild per group and readiness event, not one
+        per join: the rebuild is O(members), so per join it made admitting
+        n members O(n^2).  Answers go out as each message is handled; the
+        copies start with the rebuild, microseconds after the ACK.
+        """
+        changed = []
+        try:
+            self._read_subscription_batch(port, sock, changed)
+        finally:
+            for dynamic in changed:
+                self._membership_changed(dynamic)
+
+    def _read_subscription_batch(self, port, sock, changed):
         buffer = self._subscription_buffer
         for _attempt in range(SUBSCRIPTION_BATCH):
             try:
@@ -121,14 +150,27 @@ class DynamicMembers:
                     sock.sendto(outcome.reply, source)
                 except OSError as exc:
                     self.drop_log.drop("subscription_send_error", "to %s:%d: %s" % (source + (exc,)))
-            if outcome.changed is not None:
-                self._membership_changed(outcome.changed)
+            if outcome.changed is not None and not any(outcome.changed is group for group in changed):
+                changed.append(outcome.changed)
+
+    def _route_cache(self):
+        """member ip -> local address of the route to it (or None), forgotten every ROUTE_CACHE_SECONDS."""
+        now = time.monotonic()
+        if now >= self._route_sources_until:
+            self._route_sources = {}
+            self._route_sources_until = now + ROUTE_CACHE_SECONDS
+        return self._route_sources
 
     def _reply_signer(self, group_ip, member_ip):
         """The signer of replies to ``member_ip``: bound to the address it receives the group's frames from."""
         if self.signer is None:
             return None
-        address = (self.cfg or {}).get("address") or netinfo.route_source(member_ip) or "0.0.0.0"
+        address = (self.cfg or {}).get("address")
+        if not address:
+            routes = self._route_cache()
+            if member_ip not in routes:
+                routes[member_ip] = netinfo.route_source(member_ip)
+            address = routes[member_ip] or "0.0.0.0"
         group = self.groups.get(group_ip)
         if group is not None and group.signer is not None and group.signer.server_ip == address:
             return group.signer

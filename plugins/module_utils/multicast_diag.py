@@ -14,6 +14,9 @@ neighbours, each owning one concern:
 * ``multicast_diag_firewall``: whether the nftables or iptables input hook
   drops a packet.
 
+Which client entries keep the original source comes from ``relay_config``
+(``client_entry_keeps_source``), the function the client daemon uses.
+
 Standard library only, Python 3.6 to 3.13.  The relay package uses these files
 through the symlinks ``files/multicast_proxy/multicast_diag*.py`` and the
 Ansible module ``multicast_diagnose_info`` imports them by their collection
@@ -40,6 +43,7 @@ from .multicast_diag_kernel import (
     probe_port_shareable,
     route_lookup,
 )
+from .relay_config import CLIENT_TOP_KEY, client_entry_keeps_source
 
 # The public names, with those of multicast_diag_kernel and multicast_diag_firewall
 # that callers used to import from here before the split.
@@ -652,6 +656,36 @@ def _rules_local_receivers(host, client_config, findings):
                 "start the receiving application (it must join %s)" % group_ip))
 
 
+def _rules_source_specific(host, client_config, findings):
+    """A local socket joined a group for one source while the client re-sends the group from this host's address."""
+    entries = {}
+    for entry in (client_config or {}).get(CLIENT_TOP_KEY, []):
+        entries.setdefault(entry["group_ip"], []).append(
+            (entry["server_ip"], client_entry_keeps_source(client_config, entry)))
+    names = dict((i["index"], i["name"]) for i in host.facts["interfaces"])
+    joins = {}
+    for row in host.facts.get("source_filters") or []:
+        if row["include"] and row["group"] in entries:
+            joins.setdefault((row["group"], row["source"]), set()).add(names.get(row["index"], row["interface"]))
+    for (group_ip, source), interfaces in sorted(joins.items()):
+        plain = sorted(set(server for server, keeps in entries[group_ip] if not keeps))
+        if not plain or (source, True) in entries[group_ip]:
+            continue    # the entry of the source's own server keeps the source
+        findings.append(_finding(
+            "source-specific-receiver",
+            "error" if len(plain) == len(entries[group_ip]) else "warning", "%s from %s" % (group_ip, source),
+            "a local socket joined %s for source %s only (a source-specific join on %s), but the relay client "
+            "re-delivers %s from %s without preserve_source"
+            % (group_ip, source, ", ".join(sorted(interfaces)), group_ip, ", ".join(plain)),
+            "without preserve_source a re-delivered datagram comes from this host's own address, and the kernel "
+            "gives a source-specific socket only datagrams from the sources it joined for: the application "
+            "waiting for %s receives nothing from the relay" % source,
+            "enable preserve_source for %s: preserve_source: true on the group in multicast_proxy_groups (or "
+            "multicast_proxy_preserve_source: true for this host), or by hand multic_admin -A -i SERVER_IP "
+            "-g GROUP_PORT -s SERVER_PORT -m %s --preserve-source" % (group_ip, group_ip),
+            [("client", group_ip)]))
+
+
 def _rules_relay_errors(server_counters, client_stats, findings):
     for group_ip, counters in sorted(server_counters.items()):
         if counters["error"]:
@@ -907,6 +941,7 @@ def diagnose(facts, server_config=None, client_config=None, server_stats=None, c
     _apply(findings, _rules_counters, host, interfaces, server_config, client_config, server_counters,
            client_counters, services)
     _apply(findings, _rules_local_receivers, host, client_config)
+    _apply(findings, _rules_source_specific, host, client_config)
     findings = _fold_symptoms(findings)
     findings.sort(key=lambda f: SEVERITIES.index(f["severity"]))
     for finding in findings:

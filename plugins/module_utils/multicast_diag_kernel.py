@@ -137,6 +137,30 @@ def parse_proc_igmp(text):
     return memberships
 
 
+def parse_proc_mcfilter(text):
+    """Source filters of the memberships, what ``ip maddr`` does not show: one row per (interface, group,
+    source) with the number of sockets that include the source (joined for it, IP_ADD_SOURCE_MEMBERSHIP)
+    and that exclude it (IP_BLOCK_SOURCE).
+
+    Unlike /proc/net/igmp the addresses are printed in network order, and the device name is cut to 6
+    characters: the index names the interface.
+    """
+    filters = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 6:
+            raise FactsError("unexpected /proc/net/mcfilter line: %r" % line)
+        try:
+            group, source = (socket.inet_ntoa(struct.pack("!I", int(value, 16))) for value in fields[2:4])
+            filters.append({"index": int(fields[0]), "interface": fields[1], "group": group, "source": source,
+                            "include": int(fields[4]), "exclude": int(fields[5])})
+        except (ValueError, struct.error):
+            raise FactsError("unexpected /proc/net/mcfilter line: %r" % line)
+    return filters
+
+
 def _split_endpoint(text):
     address, port = text.split(":")
     return _kernel_hex_to_ip(address), int(port, 16)
@@ -348,9 +372,11 @@ def collect_facts(root="/", ipv4_by_index=None):
         raise FactsError("cannot read the kernel's network tables: %s" % exc)
     names = [i["name"] for i in interfaces]
     netstat = _read_optional(root, "proc/net/netstat")
+    mcfilter = _read_optional(root, "proc/net/mcfilter")
     return {
         "interfaces": interfaces,
         "memberships": memberships,
+        "source_filters": parse_proc_mcfilter(mcfilter) if mcfilter else [],
         "udp_sockets": udp,
         "routes": routes,
         "multicast_routes": multicast_routes(routes),

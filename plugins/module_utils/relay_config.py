@@ -1070,6 +1070,14 @@ def client_find(cfg, server_ip=None, group_port=None, group_ip=None):
             and (group_ip is None or entry["group_ip"] == group_ip)]
 
 
+def client_entry_keeps_source(cfg, entry):
+    """Does the client re-deliver ``entry`` of ``cfg`` with the original sender's address (the raw socket)?
+
+    VRRP entries always do; the others when the entry or the client's top level sets preserve_source.
+    """
+    return bool(entry.get("protocol") == "vrrp" or entry.get("preserve_source") or cfg.get("preserve_source"))
+
+
 def client_add(cfg, server_ip, group_port, server_port, group_ip, options=None):
     """``multic_admin -A``: add an entry; the same (server_ip, group_ip, group_port) updates it.
 

@@ -136,9 +136,10 @@ report:
 facts:
   description:
     - Interfaces (flags, state, IPv4 addresses, multicast receive counter), group memberships
-      per interface, UDP sockets, the routing table and the routes inside 224.0.0.0/4,
-      C(igmp_max_memberships), C(rp_filter) and C(mc_forwarding) per interface, and the IpExt
-      multicast counters.
+      per interface, their source filters (C(source_filters) from C(/proc/net/mcfilter), with group,
+      source and how many sockets include and exclude it), UDP sockets, the routing table and the
+      routes inside 224.0.0.0/4, C(igmp_max_memberships), C(rp_filter) and C(mc_forwarding) per
+      interface, and the IpExt multicast counters.
   returned: always
   type: dict
 group_routes:

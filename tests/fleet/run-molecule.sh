@@ -13,6 +13,10 @@
 # other state directories) can run a scenario at the same time with
 # MCP_FLEET_PREFIX=x- (container and network names, see fleet.sh) and
 # MCP_FLEET_NET=172.31.N (the first three octets of the fleet's /24).
+# MCP_MOLECULE_CORE=2.16 runs the scenario with that ansible-core release on
+# the controller instead of .venv's (2.19): a virtualenv of its own under
+# build/ansible-matrix/RELEASE/molecule with that release's newest patch, the
+# molecule of requirements-dev.txt and paramiko, built once and kept.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -30,6 +34,25 @@ if [ ! -f "$repo_root/extensions/molecule/$scenario/molecule.yml" ]; then
 fi
 
 export PATH="$repo_root/.venv/bin:$PATH"
+core=${MCP_MOLECULE_CORE:-}
+if [ -n "$core" ]; then
+    if ! [[ "$core" =~ ^2\.1[6-9]$ ]]; then
+        echo "run-molecule: MCP_MOLECULE_CORE '$core' is not an ansible-core release this collection admits (2.16 to 2.19)" >&2
+        exit 2
+    fi
+    core_venv="$repo_root/build/ansible-matrix/$core/molecule"
+    molecule_pin=$(grep -E '^molecule==' "$repo_root/requirements-dev.txt")
+    wanted="ansible-core==$core.* $molecule_pin paramiko>=3.4"
+    if [ "$(cat "$core_venv/.mcp-requirements" 2>/dev/null)" != "$wanted" ]; then
+        rm -rf "$core_venv"
+        python3 -m venv "$core_venv"
+        # shellcheck disable=SC2086  # a list of requirement words
+        "$core_venv/bin/python" -m pip install --quiet --disable-pip-version-check $wanted
+        printf '%s\n' "$wanted" >"$core_venv/.mcp-requirements"
+    fi
+    export PATH="$core_venv/bin:$PATH"
+    echo "run-molecule: controller $(ansible --version | head -1)" >&2
+fi
 "$repo_root/scripts/ensure-docker.sh"
 
 # A tree of our own: scripts/collection-tree.sh deletes and rebuilds the tree

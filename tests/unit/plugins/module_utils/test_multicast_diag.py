@@ -487,3 +487,59 @@ def test_a_source_port_the_server_cannot_bind_is_an_error_and_refused_frames_a_w
         findings = diag.diagnose(make_facts(memberships=[("eth0", GROUP)]), server_config(), client_config(),
                                  dict(server_stats(), sender=sender), client_stats(interfaces=["eth0"]), RUNNING)
         assert not [f for f in findings if "source-port" in f["id"]]
+
+
+def source_filter(group, source, include=1, exclude=0, index=2, name="eth0"):
+    """A row of /proc/net/mcfilter as parse_proc_mcfilter returns it (the name as the kernel cuts it)."""
+    return {"index": index, "interface": name[:6], "group": group, "source": source, "include": include,
+            "exclude": exclude}
+
+
+def source_specific(findings):
+    return [f for f in findings if f["id"] == "source-specific-receiver"]
+
+
+def test_a_source_specific_join_for_a_group_relayed_without_preserve_source_is_an_error():
+    facts = dict(make_facts(memberships=[("eth0", GROUP)]), source_filters=[source_filter(GROUP, "10.0.0.1")])
+    findings = diag.diagnose(facts, client_config=client_config(), client_stats=client_stats(interfaces=["eth0"]),
+                             services=RUNNING)
+    assert serious(findings) == [("source-specific-receiver", "error")]
+    (finding,) = source_specific(findings)
+    assert finding["subject"] == "%s from 10.0.0.1" % GROUP
+    assert "for source 10.0.0.1 only" in finding["what"] and "on eth0" in finding["what"]
+    assert "from 10.0.0.1 without preserve_source" in finding["what"]
+    assert "preserve_source: true" in finding["fix"] and "--preserve-source" in finding["fix"]
+    assert finding["affects"] == ["client %s" % GROUP]
+
+
+def test_preserve_source_at_either_level_or_vrrp_silences_the_source_specific_finding():
+    facts = dict(make_facts(memberships=[("eth0", GROUP)]), source_filters=[source_filter(GROUP, "10.0.0.1")])
+    top = dict(client_config(), preserve_source=True)
+    entry = client_config()
+    entry["multi_server_info_array"][0]["preserve_source"] = True
+    vrrp = client_config()
+    vrrp["multi_server_info_array"][0]["protocol"] = "vrrp"
+    for cfg in (top, entry, vrrp):
+        assert source_specific(diag.diagnose(facts, client_config=cfg)) == [], cfg
+
+
+def test_blocked_sources_and_groups_the_client_does_not_relay_are_not_source_specific_joins():
+    facts = dict(make_facts(memberships=[("eth0", GROUP)]), source_filters=[
+        source_filter(GROUP, "10.0.0.1", include=0, exclude=1), source_filter("232.1.1.1", "10.0.0.1")])
+    assert source_specific(diag.diagnose(facts, client_config=client_config())) == []
+    # The facts of an older kernel table reader have no source_filters at all.
+    assert source_specific(diag.diagnose(make_facts(), client_config=client_config())) == []
+
+
+def test_with_two_servers_only_the_entries_without_preserve_source_are_named():
+    cfg = client_config()
+    cfg["multi_server_info_array"].append({"server_ip": "10.0.0.2", "server_port": 47001, "group_ip": GROUP,
+                                           "group_port": 47000, "preserve_source": True})
+    facts = dict(make_facts(second_nic=True, multicast_route="eth0"), source_filters=[
+        source_filter(GROUP, "10.0.0.3"), source_filter(GROUP, "10.0.0.2"),
+        source_filter(GROUP, "10.0.0.3", index=3, name="enp0s31f6")])
+    facts["interfaces"][2]["name"] = "enp0s31f6"
+    (finding,) = source_specific(diag.diagnose(facts, client_config=cfg))
+    # 10.0.0.2's own entry keeps its source; a join for another sender may be served by either server.
+    assert finding["severity"] == "warning" and finding["subject"] == "%s from 10.0.0.3" % GROUP
+    assert "on enp0s31f6, eth0" in finding["what"] and "from 10.0.0.1 without" in finding["what"]

@@ -127,3 +127,32 @@ def test_port_probe_sees_a_socket_without_reuseaddr():
     finally:
         holder.close()
     assert kernel.probe_port_shareable("127.0.0.1", port) == {"shareable": True, "error": None}
+
+
+MCFILTER = ("Idx Device        MCA        SRC    INC    EXC\n"
+            "  2   eth0 0xe84d0e0b 0x0a4d000a      1      0\n"
+            "  3 enp0s3 0xe84d0e0b 0x0a4d0063      0      2\n")
+
+
+def test_mcfilter_lists_each_source_filter_with_addresses_in_network_order():
+    assert kernel.parse_proc_mcfilter(MCFILTER) == [
+        {"index": 2, "interface": "eth0", "group": "232.77.14.11", "source": "10.77.0.10", "include": 1,
+         "exclude": 0},
+        {"index": 3, "interface": "enp0s3", "group": "232.77.14.11", "source": "10.77.0.99", "include": 0,
+         "exclude": 2}]
+    assert kernel.parse_proc_mcfilter(MCFILTER.splitlines()[0] + "\n") == []
+
+
+def test_garbage_mcfilter_is_a_facts_error():
+    for line in ("  2 eth0 0xe84d0e0b 0x0a4d000a 1\n", "  2 eth0 nothex 0x0a4d000a 1 0\n"):
+        with pytest.raises(kernel.FactsError, match="mcfilter"):
+            kernel.parse_proc_mcfilter("Idx Device MCA SRC INC EXC\n" + line)
+
+
+def test_the_facts_carry_the_source_filters_when_the_kernel_has_the_table(two_nic_tree):
+    addresses = {2: ["10.0.0.5/24"], 3: ["10.1.0.5/24"]}
+    assert kernel.collect_facts(str(two_nic_tree), ipv4_by_index=addresses)["source_filters"] == []
+    (two_nic_tree / "proc" / "net" / "mcfilter").write_text(MCFILTER)
+    rows = kernel.collect_facts(str(two_nic_tree), ipv4_by_index=addresses)["source_filters"]
+    assert [(r["group"], r["source"], r["include"]) for r in rows] == [
+        ("232.77.14.11", "10.77.0.10", 1), ("232.77.14.11", "10.77.0.99", 0)]

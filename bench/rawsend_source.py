@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Cost of the preserve_source send path: ``RawDelivery.send`` per datagram.
 
 The raw re-delivery names the original source in an IP_PKTINFO control
@@ -66,10 +65,10 @@ def interleaved(functions, count, repeats):
     """{name: microseconds per call}: the median of ``repeats`` runs of ``count`` calls of each function,
     the functions taking turns run by run, so that other load on the machine weighs on all of them alike."""
     times = dict((name, []) for name in functions)
-    for _ in range(repeats):
+    for _repeat in range(repeats):
         for name, function in functions.items():
             start = time.perf_counter()
-            for _ in range(count):
+            for _call in range(count):
                 function()
             times[name].append((time.perf_counter() - start) / count * 1e6)
     return dict((name, statistics.median(values)) for name, values in times.items())

@@ -9,7 +9,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 # Debian releases of the test images: make molecule RELEASES="bullseye trixie"
 RELEASES ?= bookworm
-SCENARIOS ?= default membership vrrp
+SCENARIOS ?= default membership vrrp dynamic
 
 .PHONY: help demo test bootstrap unit pyversions modules netns netns-pyversions lint sanity ansible-matrix molecule molecule-matrix images changelog clean
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Dynamic members at scale (issue 17): 1024 members of one group, admitted and refreshing.
 
 Two measurements:

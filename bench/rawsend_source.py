@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Cost of the preserve_source send path: ``RawDelivery.send`` per datagram.
 
 The raw re-delivery names the original source in an IP_PKTINFO control

@@ -13,7 +13,7 @@
 #   molecule    molecule scenarios on the container fleet (tests/fleet/run-molecule.sh)
 #   molecule-matrix  the default scenario on Debian 11 and 13 and with ansible-core 2.16 on Debian 12,
 #               without its key rotation play (the full scenario runs in "molecule")
-# env: MCP_MOLECULE_SCENARIOS (default "default membership vrrp"),
+# env: MCP_MOLECULE_SCENARIOS (default "default membership vrrp dynamic"),
 #      MCP_MOLECULE_RELEASES (default "bookworm"; "all" = bullseye bookworm trixie)
 #
 # Every suite is expected to have tests: pytest's "no tests collected" (exit 5)
@@ -63,7 +63,7 @@ script_suite() {
 molecule_suite() {
     local scenario rc=0
     # shellcheck disable=SC2086  # space-separated lists
-    for scenario in ${MCP_MOLECULE_SCENARIOS:-default membership vrrp}; do
+    for scenario in ${MCP_MOLECULE_SCENARIOS:-default membership vrrp dynamic}; do
         tests/fleet/run-molecule.sh "$scenario" ${MCP_MOLECULE_RELEASES:-bookworm} || rc=1
     done
     return "$rc"

@@ -129,7 +129,8 @@ def fleet_auth_problems(definitions, hostvars):
     """
     hosts = []
     for definition in definitions:
-        hosts.extend(host for host in definition["senders"] + definition["receivers"] if host not in hosts)
+        hosts.extend(host for host in definition["senders"] + definition["receivers"] + definition.get("dynamic", [])
+                     if host not in hosts)
     problems, keys_of = [], {}
     for host in hosts:
         try:
@@ -139,9 +140,17 @@ def fleet_auth_problems(definitions, hostvars):
     # (sender, problem, key id) -> receivers, so a fleet-wide mistake is one message per server.
     mismatches = {}
     for definition in definitions:
-        for receiver in definition["receivers"]:
+        for receiver in definition["receivers"] + definition.get("dynamic", []):
             accepted = keys_of.get(receiver)
             if accepted is None:
+                if receiver in definition["receivers"]:
+                    continue
+                # A server with keys takes only signed subscriptions.
+                for sender in definition["senders"]:
+                    if sender != receiver and keys_of.get(sender) is not None:
+                        problems.append("host %s may join %s but has no %s, and its server %s has keys: %s would "
+                                        "refuse every subscription of it (auth_missing); give %s the keys too"
+                                        % (receiver, definition["where"], KEYS_VARIABLE, sender, sender, receiver))
                 continue
             for sender in definition["senders"]:
                 if sender == receiver or sender not in keys_of:

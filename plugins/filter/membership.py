@@ -14,6 +14,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ipaddress
+import json
+
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_native
 from ansible.module_utils.six import string_types
@@ -25,6 +28,7 @@ from ansible_collections.multicast.proxy.plugins.module_utils.relay_config impor
     CLIENT_TOP_KEY,
     ENTRY,
     GROUP,
+    MAX_ALLOW_NETWORKS,
     SERVER,
     SERVER_TOP_KEY,
     VRRP_GROUP,
@@ -35,6 +39,7 @@ from ansible_collections.multicast.proxy.plugins.module_utils.relay_config impor
     parse_group_ip,
     parse_interface,
     parse_listen,
+    parse_networks,
     parse_option_text,
     parse_port,
     parse_unicast_ip,
@@ -62,14 +67,24 @@ _CLIENT_OPTIONS = tuple(option for option in optional_rows(ENTRY) if option.inve
 
 # Each key once, in schema order (a key of both places appears once).
 _OPTION_KEYS = tuple(dict.fromkeys(option.inventory for option in _SERVER_OPTIONS + _CLIENT_OPTIONS))
-_DEFINITION_KEYS = ("name", "group_ip", "group_port", "server_port", "senders", "receivers") + _OPTION_KEYS
+_DEFINITION_KEYS = ("name", "group_ip", "group_port", "server_port", "senders", "receivers",
+                    "may_join") + _OPTION_KEYS
+# Who may join a group on their own (docs/collection.md, "Dynamic groups"):
+# hosts Ansible knows get a client entry that subscribes while an application
+# has joined; networks admit instances Ansible has not seen yet.
+_MAY_JOIN_KEYS = ("hosts", "networks")
+# The server options that only mean something with may_join (the relay's allow).
+_DYNAMIC_OPTION_KEYS = ("max_members", "lease")
+# Stands in for the allow list while a definition's options are checked: the
+# real one needs the may-join hosts' addresses, known per host later.
+_SAMPLE_ALLOW = ["192.0.2.0/24"]
 # Where the relay's model checks a definition's entry options: a client entry
 # from a documentation address (RFC 5737), never used beyond validation.
 _SAMPLE_SERVER_IP = "192.0.2.1"
 
 
 _SPEC_TYPES = {"group_ip": "str", "port": "int", "group_port": "int", "flag": "bool", "choice": "str",
-               "interface": "str"}
+               "interface": "str", "count": "int", "seconds": "float"}
 
 
 def group_definition_spec():
@@ -88,14 +103,32 @@ def group_definition_spec():
             "senders": {"type": "raw", "required": True,
                         "description": ["The hosts that send the group: an inventory group, a host, or a list of "
                                         "either. Each runs the relay server."]},
-            "receivers": {"type": "raw", "required": True,
-                          "description": ["The hosts that receive it: an inventory group, a host, or a list of "
-                                          "either. Each runs the relay client; a sender is never its own member."]}}
+            "receivers": {"type": "raw",
+                          "description": ["The hosts that always receive it (static members): an inventory group, "
+                                          "a host, or a list of either.",
+                                          "Each runs the relay client; a sender is never its own member.",
+                                          "Required unless may_join is given."]},
+            "may_join": {"type": "dict",
+                         "description": ["Who may join the group on their own (dynamic members).",
+                                         "They receive while a local application has joined the group, without "
+                                         "a run of Ansible."],
+                         "options": {
+                             "hosts": {"type": "raw",
+                                       "description": ["An inventory group, a host, or a list of either.",
+                                                       "Each runs the relay client with a dynamic entry per "
+                                                       "sender, and its address is allowed on the senders.",
+                                                       "A host that is also a receiver stays a static member."]},
+                             "networks": {"type": "list", "elements": "str",
+                                          "description": ["IPv4 networks (CIDR) whose hosts may subscribe.",
+                                                          "For example a scaling group's subnet, whose instances "
+                                                          "Ansible has not seen yet."]}}}}
     for key in _DEFINITION_KEYS:
         option = rows.get(key)
         if option is None:
             continue
-        entry = {"type": _SPEC_TYPES[option.kind], "description": [option.help[0].upper() + option.help[1:] + "."]}
+        # The relay's allow is may_join in an inventory.
+        text = option.help.replace("(only with allow)", "(only with may_join)")
+        entry = {"type": _SPEC_TYPES[option.kind], "description": [text[0].upper() + text[1:] + "."]}
         # group_ip may be left out for VRRP (its one group); group_port defaults to server_port.
         if option.key == "server_port":
             entry["required"] = True
@@ -113,9 +146,14 @@ def _address_sort_key(address):
     return tuple(int(octet) for octet in address.split("."))
 
 
-def _expand_hosts(value, where, inventory_groups):
-    """Hosts named by an inventory group name, a host name, or a list of either."""
+def _expand_hosts(value, where, inventory_groups, allow_empty=False):
+    """Hosts named by an inventory group name, a host name, or a list of either.
+
+    ``allow_empty``: an empty list is no hosts (receivers beside may_join).
+    """
     names = [value] if isinstance(value, string_types) else value
+    if isinstance(names, (list, tuple)) and not names and allow_empty:
+        return []
     if not isinstance(names, (list, tuple)) or not names:
         raise FleetError("%s: give an inventory group name or a non-empty list of hosts" % where)
     all_hosts = inventory_groups.get("all", [])
@@ -179,6 +217,8 @@ def _relay_options(item, definition, where):
     protocol, capture and preserve_source.
     """
     group = {"group_ip": definition["group_ip"], "server_port": definition["server_port"], "member_array": []}
+    if definition["may_join"]:
+        group["allow"] = definition["networks"] or _SAMPLE_ALLOW
     if "group_port" in definition:
         group["group_port"] = definition["group_port"]
     normalized, options = _normalized(item, group, _SERVER_OPTIONS, SERVER_TOP_KEY, validate_server_config)
@@ -196,6 +236,83 @@ def _relay_options(item, definition, where):
     definition["capture"] = normalized.get("capture", False)
     definition["preserve_source"] = normalized_entry.get("preserve_source", False)
     return None
+
+
+def _may_join(item, definition, where, inventory_groups):
+    """Parse ``may_join`` into definition's ``dynamic`` (hosts) and ``networks``; the problems found.
+
+    A host that is also a receiver stays a static member only: it gets no
+    dynamic entry and needs no place in the allow list (the relay sends a
+    member that is both one copy anyway). Senders are left out: a sender is
+    never its own member, and its server takes the subscriptions on the port
+    a client of it would listen on.
+    """
+    definition["dynamic"], definition["networks"], definition["may_join"] = [], [], False
+    may_join = item.get("may_join")
+    if may_join is None:
+        present = [key for key in _DYNAMIC_OPTION_KEYS if item.get(key) is not None]
+        if present:
+            return ["%s: %s only apply to a group with may_join (dynamic members); add may_join or remove %s"
+                    % (where, " and ".join(present), " and ".join(present))]
+        return []
+    path = where + ".may_join"
+    if not isinstance(may_join, dict):
+        return ["%s: give a mapping with hosts (an inventory group, a host, or a list of either) and/or "
+                "networks (a list of CIDR ranges), not %r" % (path, may_join)]
+    unknown = sorted(to_native(key) for key in may_join if key not in _MAY_JOIN_KEYS)
+    if unknown:
+        return ["%s: unknown key(s) %s; allowed keys are %s" % (path, ", ".join(unknown), ", ".join(_MAY_JOIN_KEYS))]
+    if may_join.get("hosts") is None and may_join.get("networks") is None:
+        return ["%s: give hosts (an inventory group, a host, or a list of either), networks (CIDR ranges such "
+                "as a scaling group's subnet) or both" % path]
+    problems = []
+    definition["may_join"] = True
+    if may_join.get("hosts") is not None:
+        try:
+            hosts = _expand_hosts(may_join["hosts"], path + ".hosts", inventory_groups)
+        except FleetError as exc:
+            problems.append(to_native(exc))
+        else:
+            definition["dynamic"] = [host for host in hosts if host not in definition.get("receivers", ())
+                                     and host not in definition.get("senders", ())]
+    if may_join.get("networks") is not None:
+        networks = may_join["networks"]
+        if isinstance(networks, string_types):
+            networks = [networks]
+        try:
+            definition["networks"] = parse_networks(networks, path + ".networks")
+        except ConfigError as exc:
+            problems.append(to_native(exc))
+    if not problems and not definition["dynamic"] and not definition["networks"]:
+        problems.append("%s: every host of may_join.hosts is a receiver (a static member already) or a sender, and "
+                        "there are no may_join.networks, so nobody else may join; add hosts or networks, or remove "
+                        "may_join" % path)
+    max_members = item.get("max_members")
+    if not problems and isinstance(max_members, int) and not isinstance(max_members, bool) \
+            and 0 < max_members < len(definition["dynamic"]):
+        problems.append("%s.max_members: %d is below the %d hosts of may_join.hosts that are not receivers or senders "
+                        "(%s): the server would refuse some of them while the others are members; raise "
+                        "max_members to at least %d, or make some of them receivers"
+                        % (where, max_members, len(definition["dynamic"]), ", ".join(definition["dynamic"]),
+                           len(definition["dynamic"])))
+    return problems
+
+
+def _allow(definition, hostvars):
+    """The allow list of a definition's server groups: its may-join hosts (/32) and networks, merged."""
+    networks = [ipaddress.ip_network(u"%s/32" % host_address(host, hostvars)) for host in definition["dynamic"]]
+    networks.extend(ipaddress.ip_network(u"%s" % network) for network in definition["networks"])
+    allow = [str(network) for network in ipaddress.collapse_addresses(networks)]
+    if len(allow) > MAX_ALLOW_NETWORKS:
+        raise FleetError("%s: may_join gives the senders %d allow networks (its hosts' addresses and its networks, "
+                         "merged), at most %d; list the hosts' subnets in may_join.networks instead"
+                         % (definition["where"], len(allow), MAX_ALLOW_NETWORKS))
+    return allow
+
+
+def _receives(definition, host):
+    """Whether ``host`` runs a client entry for the definition: a receiver or a may-join host it knows."""
+    return host in definition["receivers"] or host in definition["dynamic"]
 
 
 def _definitions(groups_def, inventory_groups, variable):
@@ -222,6 +339,8 @@ def _definitions(groups_def, inventory_groups, variable):
             # VRRP only exists on one group: its address may be left out. (Any
             # other protocol is reported by the relay's model, not as a missing group_ip.)
             item = dict(item, group_ip=VRRP_GROUP)
+        if item.get("receivers") is None and item.get("may_join") is not None:
+            item = dict(item, receivers=[])
         fields = (
             ("group_ip", parse_group_ip),
             ("server_port", parse_port),
@@ -229,18 +348,24 @@ def _definitions(groups_def, inventory_groups, variable):
             # without -g), or 0 for VRRP: the relay's model fills it in.
             ("group_port", _group_port),
             ("senders", lambda value, path: _expand_hosts(value, path, inventory_groups)),
-            ("receivers", lambda value, path: _expand_hosts(value, path, inventory_groups)),
+            ("receivers", lambda value, path: _expand_hosts(value, path, inventory_groups, allow_empty=True)),
         )
         definition = {"where": where}
         for key, parse in fields:
             if item.get(key) is None:
-                if key != "group_port":
+                if key == "receivers":
+                    problems.append("%s: receivers is missing; give receivers (static members), may_join "
+                                    "(dynamic members) or both" % where)
+                elif key != "group_port":
                     problems.append("%s: %s is missing" % (where, key))
                 continue
             try:
                 definition[key] = parse(item[key], "%s.%s" % (where, key))
             except (ConfigError, FleetError) as exc:
                 problems.append(to_native(exc))
+        if "receivers" in definition and not definition["receivers"] and item.get("may_join") is None:
+            problems.append("%s.receivers: give an inventory group name or a non-empty list of hosts" % where)
+        problems.extend(_may_join(item, definition, where, inventory_groups))
         if len(problems) == found:
             problem = _relay_options(item, definition, where)
             if problem:
@@ -336,10 +461,24 @@ def _check_source_port(config, definitions, host):
     if port is None:
         return
     for definition in definitions:
-        if host in definition["receivers"] and definition["server_port"] == port:
+        if _receives(definition, host) and definition["server_port"] == port:
             raise FleetError("host %s: %s %d is also the server_port of %s, which the host receives: its relay "
                              "server and client cannot both bind the port; choose another %s"
                              % (host, SOURCE_PORT_VARIABLE, port, definition["where"], SOURCE_PORT_VARIABLE))
+
+
+def _check_subscription_ports(definitions, host):
+    """A sender of a group with may_join takes subscriptions on its server_port: its client cannot listen there."""
+    for sent in definitions:
+        if not sent["may_join"] or host not in sent["senders"]:
+            continue
+        for received in definitions:
+            if _receives(received, host) and received["server_port"] == sent["server_port"]:
+                raise FleetError("host %s sends %s, whose may_join makes its relay server take subscriptions on "
+                                 "server_port %d, and receives %s on the same port: its relay server and client "
+                                 "cannot both bind it; give the two definitions different server_port values, or "
+                                 "take the host out of one of them"
+                                 % (host, sent["where"], sent["server_port"], received["where"]))
 
 
 def _server_config(definitions, host, hostvars, interface, settings=None):
@@ -357,6 +496,8 @@ def _server_config(definitions, host, hostvars, interface, settings=None):
         }
         # Only the options that are set, so configs without them stay in the seed format.
         group.update(definition["server_options"])
+        if definition["may_join"]:
+            group["allow"] = _allow(definition, hostvars)
         groups.append(group)
         origins.append(definition["where"])
     config = {SERVER_TOP_KEY: groups}
@@ -364,6 +505,7 @@ def _server_config(definitions, host, hostvars, interface, settings=None):
     if interface:
         config["interface"] = interface
     _check_source_port(config, definitions, host)
+    _check_subscription_ports(definitions, host)
     try:
         return validate_server_config(config)
     except ConfigError as exc:
@@ -379,7 +521,7 @@ def _client_config(definitions, host, hostvars, interface, preserve_source=None,
                          % (host, SOURCE_PORT_CHECK_VARIABLE, check_source_port))
     entries, origins = [], []
     for definition in definitions:
-        if host not in definition["receivers"]:
+        if not _receives(definition, host):
             continue
         # Each server address with the source port its host's copies leave from.
         servers = {}
@@ -404,6 +546,9 @@ def _client_config(definitions, host, hostvars, interface, preserve_source=None,
             if port is not None:
                 entry["source_port"] = port
             entry.update(definition["client_options"])
+            if host not in definition["receivers"]:
+                # Subscribes while a local application has joined the group.
+                entry["dynamic"] = True
             for index, existing in enumerate(entries):
                 if (existing["server_ip"], existing["group_ip"], existing["group_port"]) == \
                         (server_ip, entry["group_ip"], entry["group_port"]):
@@ -505,7 +650,8 @@ def fleet_problems(groups_def, hostvars, groups, variable=DEFAULT_VARIABLE):
     definitions, problems = _definitions(groups_def, groups, variable)
     hosts = []
     for definition in definitions:
-        hosts.extend(h for h in definition["senders"] + definition["receivers"] if h not in hosts)
+        hosts.extend(h for h in definition["senders"] + definition["receivers"] + definition["dynamic"]
+                     if h not in hosts)
     for host in hosts:
         try:
             host_address(host, hostvars)
@@ -532,7 +678,7 @@ def relay_roles(groups_def, host, groups, variable=DEFAULT_VARIABLE):
     for definition in _checked(groups_def, groups, variable):
         if host in definition["senders"]:
             roles.add("server")
-        if host in definition["receivers"]:
+        if _receives(definition, host):
             roles.add("client")
     return sorted(roles)
 
@@ -540,7 +686,7 @@ def relay_roles(groups_def, host, groups, variable=DEFAULT_VARIABLE):
 def relay_group_count(groups_def, host, groups, variable=DEFAULT_VARIABLE):
     """How many distinct multicast groups ``host`` sends or receives."""
     return len(set(d["group_ip"] for d in _checked(groups_def, groups, variable)
-                   if host in d["senders"] or host in d["receivers"]))
+                   if host in d["senders"] or _receives(d, host)))
 
 
 def relay_config_json(config):
@@ -569,14 +715,17 @@ def _verify_selection(only_groups, names):
 
 
 def relay_verify_streams(groups_def, groups, play_hosts, only_groups=None, any_port=5999,
-                         variable=DEFAULT_VARIABLE):
+                         variable=DEFAULT_VARIABLE, hostvars=None):
     """The probe streams of playbooks/verify.yml: one per probed group and sender in the play.
 
     Senders and receivers are expanded and checked exactly as for the relay
     configs. A stream's members are the group's receivers in the play except
-    the sender. VRRP groups are left out (a UDP probe cannot stand in for
-    advertisements); groups on any port (group port 0) are probed on
-    ``any_port``.
+    the sender, then its may-join hosts in the play (``dynamic_members``,
+    which receive only while the probe receiver has joined; with
+    ``hostvars``, their relay addresses in ``dynamic_addresses``, which the
+    sender's server lists while they are subscribed). VRRP groups are left
+    out (a UDP probe cannot stand in for advertisements); groups on any port
+    (group port 0) are probed on ``any_port``.
     """
     definitions = _checked(groups_def, groups, variable)
     # _checked only returns when every item became a definition, in order.
@@ -598,15 +747,40 @@ def relay_verify_streams(groups_def, groups, play_hosts, only_groups=None, any_p
         for sender in definition["senders"]:
             if sender not in in_play:
                 continue
-            streams.append({
+            dynamic = [host for host in definition["dynamic"] if host != sender and host in in_play]
+            stream = {
                 "group": name,
                 "group_ip": definition["group_ip"],
                 "group_port": definition["group_port"] or probe_port,
                 "sender": sender,
                 "stream_id": len(streams) + 1,
-                "members": [host for host in definition["receivers"] if host != sender and host in in_play],
-            })
+                "members": [host for host in definition["receivers"] if host != sender and host in in_play] + dynamic,
+                "dynamic_members": dynamic,
+            }
+            if hostvars is not None:
+                try:
+                    stream["dynamic_addresses"] = [host_address(host, hostvars) for host in dynamic]
+                except FleetError as exc:
+                    raise AnsibleFilterError("%s: %s" % (variable, to_native(exc)))
+            streams.append(stream)
     return streams
+
+
+def relay_subscribed(result):
+    """The dynamic members of a server group, from a registered ``multis_admin -P -m GROUP --json``.
+
+    The addresses the server sends copies to because they subscribed (a
+    member that is also static counts too); empty when the command failed,
+    so that a caller waiting for members to leave keeps waiting.
+    """
+    if not isinstance(result, dict) or result.get("rc") != 0 or not result.get("stdout"):
+        return []
+    try:
+        stats = json.loads(result["stdout"])
+    except ValueError:
+        return []
+    return [member["member_ip"] for group in stats.get("groups") or [] for member in group.get("members") or []
+            if "subscription" in (member.get("joined_by") or "").split("+")]
 
 
 METRICS_VARIABLE = "multicast_proxy_metrics"
@@ -656,7 +830,7 @@ def prometheus_targets(groups_def, hostvars, groups, side, variable=DEFAULT_VARI
     definitions = _checked(groups_def, groups, variable)
     hosts = []
     for definition in definitions:
-        members = definition["senders"] if side == "server" else definition["receivers"]
+        members = definition["senders"] if side == "server" else definition["receivers"] + definition["dynamic"]
         hosts.extend(host for host in members if host not in hosts)
     targets, problems = [], []
     for host in hosts:
@@ -697,5 +871,6 @@ class FilterModule(object):
             "relay_config_json": relay_config_json,
             "relay_capabilities": relay_capabilities,
             "relay_verify_streams": relay_verify_streams,
+            "relay_subscribed": relay_subscribed,
             "prometheus_targets": prometheus_targets,
         }

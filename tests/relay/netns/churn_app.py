@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The applications of tests/relay/netns/test_dynamic_churn.py: one process for every member namespace.
 
     churn_app.py PLAN.json RESULT.json READY_FILE

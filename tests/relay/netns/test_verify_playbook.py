@@ -78,8 +78,10 @@ def run_verify(inventory, tmp_path, *extra):
 
 
 def row(output, member):
-    """The figures of `member` in the table: sent, received, lost, dup, reordered, ratio."""
-    match = re.search(r"probe +src +%s +(\d+) +(\d+) +(\d+) +(\d+) +(\d+) +\S+ +\S+ +([\d.]+)" % member, output)
+    """The figures of `member` (a static member: JOINED_BY config) in the table: sent, received, lost, dup,
+    reordered, ratio."""
+    match = re.search(r"probe +src +%s +(\d+) +(\d+) +(\d+) +(\d+) +(\d+) +\S+ +\S+ +config +([\d.]+)" % member,
+                      output)
     assert match, "no row for %s in:\n%s" % (member, output)
     return tuple(int(value) for value in match.groups()[:5]) + (match.group(6),)
 

@@ -75,3 +75,40 @@ VRRP_GROUP_DEFINITIONS = [
 def vrrp_fleet():
     """Fresh copies of the VRRP and capture sample fleet."""
     return copy.deepcopy(VRRP_GROUP_DEFINITIONS), copy.deepcopy(VRRP_HOSTVARS), copy.deepcopy(VRRP_GROUPS)
+
+
+# Dynamic groups: viewers that receive only while an application of theirs has
+# joined (may_join), beside a static member, and a group that has no static
+# members at all: instances of a scaling group's subnet may join it before
+# Ansible has seen them.
+DYNAMIC_GROUPS = {
+    "all": ["src1", "mem1", "view1", "view2"],
+    "ungrouped": [],
+    "mc_sources": ["src1"],
+    "mc_members": ["mem1"],
+    # mem1 is a static member of video as well: it stays one.
+    "mc_viewers": ["view1", "view2", "mem1"],
+}
+
+DYNAMIC_HOSTVARS = {
+    "src1": {"multicast_proxy_address": "10.0.0.11"},
+    "mem1": {"multicast_proxy_address": "10.0.0.21"},
+    "view1": {"multicast_proxy_address": "10.3.0.31"},
+    # Next to view1's address: the two merge into one /31 in the allow list.
+    "view2": {"ansible_default_ipv4": {"address": "10.3.0.30"}},
+}
+
+DYNAMIC_GROUP_DEFINITIONS = [
+    {"name": "video", "group_ip": "239.20.0.1", "group_port": 6000, "server_port": 6500,
+     "senders": "mc_sources", "receivers": "mc_members",
+     "may_join": {"hosts": "mc_viewers", "networks": ["10.0.8.0/22", "10.1.0.0/24"]},
+     "max_members": 64, "lease": 3},
+    {"name": "alerts", "group_ip": "239.20.0.2", "group_port": 6001, "server_port": 6501,
+     "senders": "src1", "may_join": {"hosts": ["view1"], "networks": ["10.2.0.0/16"]}},
+]
+
+
+def dynamic_fleet():
+    """Fresh copies of the dynamic-groups sample fleet."""
+    return (copy.deepcopy(DYNAMIC_GROUP_DEFINITIONS), copy.deepcopy(DYNAMIC_HOSTVARS),
+            copy.deepcopy(DYNAMIC_GROUPS))

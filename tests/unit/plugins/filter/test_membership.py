@@ -179,7 +179,7 @@ def test_not_a_list():
     hostvars, groups = fleet()[1:]
     assert membership.fleet_problems({"name": "x"}, hostvars, groups) == [
         "multicast_proxy_groups must be a list of group definitions (name, group_ip, group_port, server_port, "
-        "senders, receivers, protocol, capture, preserve_source)"]
+        "senders, receivers, may_join, protocol, capture, max_members, lease, preserve_source)"]
 
 
 def test_config_filters_raise_with_host_and_variable():

@@ -43,14 +43,14 @@ def one_group_fleet(senders, receivers):
 def test_the_sample_fleet_gets_one_stream_per_group_and_sender():
     assert streams() == [
         {"group": "marketdata", "group_ip": "224.1.2.3", "group_port": 65535, "sender": "src1", "stream_id": 1,
-         "members": MEMBERS},
+         "members": MEMBERS, "dynamic_members": []},
         {"group": "marketdata", "group_ip": "224.1.2.3", "group_port": 65535, "sender": "src2", "stream_id": 2,
-         "members": MEMBERS},
+         "members": MEMBERS, "dynamic_members": []},
         # src1 also receives heartbeat, but never its own stream.
         {"group": "heartbeat", "group_ip": "239.10.0.1", "group_port": 5000, "sender": "src1", "stream_id": 3,
-         "members": MEMBERS},
+         "members": MEMBERS, "dynamic_members": []},
         {"group": "heartbeat", "group_ip": "239.10.0.1", "group_port": 5000, "sender": "mem1", "stream_id": 4,
-         "members": ["mem2", "mem3", "src1"]},
+         "members": ["mem2", "mem3", "src1"], "dynamic_members": []},
     ]
 
 
@@ -103,7 +103,7 @@ def test_a_sender_in_the_play_without_members_in_it_still_gets_a_stream():
 def test_vrrp_groups_are_left_out_and_any_port_groups_use_the_probe_port():
     assert streams(vrrp_fleet) == [
         {"group": "cameras", "group_ip": "239.5.5.5", "group_port": 5999, "sender": "cam1", "stream_id": 1,
-         "members": ["view1", "ka1"]}]
+         "members": ["view1", "ka1"], "dynamic_members": []}]
     # Extra vars on the command line are strings.
     for any_port in (6123, "6123"):
         assert [stream["group_port"] for stream in streams(vrrp_fleet, any_port=any_port)] == [6123]
@@ -202,20 +202,20 @@ def test_the_playbook_probes_host_named_senders_and_receivers():
     definitions, hostvars, groups = one_group_fleet("src1", "mem2")
     definitions.append({"name": "cameras", "group_ip": "239.5.5.5", "group_port": 0, "capture": True,
                         "server_port": 6902, "senders": ["mc_sources"], "receivers": "mc_members"})
-    result = playbook_streams(multicast_proxy_groups=definitions, groups=groups,
+    result = playbook_streams(multicast_proxy_groups=definitions, groups=groups, hostvars=hostvars,
                               ansible_play_hosts_all=["src1", "mem2", "mem3"], multicast_proxy_verify_any_port="6100")
     assert result == [
         {"group": "probe", "group_ip": "239.1.1.1", "group_port": 7000, "sender": "src1", "stream_id": 1,
-         "members": ["mem2"]},
+         "members": ["mem2"], "dynamic_members": [], "dynamic_addresses": []},
         {"group": "cameras", "group_ip": "239.5.5.5", "group_port": 6100, "sender": "src1", "stream_id": 2,
-         "members": ["mem2", "mem3"]},
+         "members": ["mem2", "mem3"], "dynamic_members": [], "dynamic_addresses": []},
     ]
-    selected = playbook_streams(multicast_proxy_groups=definitions, groups=groups, ansible_play_hosts_all=groups["all"],
-                                multicast_proxy_verify_groups=["cameras"])
+    selected = playbook_streams(multicast_proxy_groups=definitions, groups=groups, hostvars=hostvars,
+                                ansible_play_hosts_all=groups["all"], multicast_proxy_verify_groups=["cameras"])
     assert [(stream["group"], stream["sender"], stream["group_port"]) for stream in selected] == [
         ("cameras", "src1", 5999), ("cameras", "src2", 5999)]
 
 
 def test_the_playbook_without_groups_has_no_streams():
     definitions, hostvars, groups = fleet()
-    assert playbook_streams(groups=groups, ansible_play_hosts_all=groups["all"]) == []
+    assert playbook_streams(groups=groups, hostvars=hostvars, ansible_play_hosts_all=groups["all"]) == []

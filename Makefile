@@ -19,7 +19,7 @@ help:
 	@echo "make bootstrap        install Debian packages and the Python tooling (.venv)"
 	@echo "make unit|pyversions|modules|netns|lint|sanity|ansible-matrix   one suite (pyversions: relay unit tests on Python 3.6 to 3.13; ansible-matrix: modules and sanity on ansible-core 2.16 to 2.18)"
 	@echo "make molecule         molecule scenarios ($(SCENARIOS)) on RELEASES=$(RELEASES)"
-	@echo "make molecule-matrix  the default scenario on bullseye and trixie, and with ansible-core 2.16 (no key rotation)"
+	@echo "make molecule-matrix  the default scenario (no key rotation) on bullseye with ansible-core 2.16 and on trixie"
 	@echo "make netns-pyversions the namespace tests with the relay on Python 3.6 and 3.13"
 	@echo "make images           build the Debian test images (cached)"
 	@echo "make changelog        fold changelogs/fragments into the release of galaxy.yml's version (CHANGELOG.md)"

@@ -76,6 +76,8 @@ CHALLENGE_BURST = 2.0 * config.MAX_MEMBERS
 MAX_RATE_KEYS = 16384
 # Departures remembered per group for -P (how they left, what they were sent).
 HISTORY = 16
+# Sources remembered per refusal reason for -P and the doctor (the last ones refused, with a count each).
+REFUSED_SOURCES = 8
 
 # Every refusal the server counts, in the order it checks.
 REFUSAL_REASONS = ("malformed", "bad_version", "rate_limited", "unexpected_kind", "unknown_group", "wrong_port",
@@ -271,6 +273,7 @@ class SubscriptionServer:
         self.cookies = cookies or CookieJar()
         self.groups = {}            # group address (int) -> DynamicGroup
         self.refusals = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.refused_sources = {}   # reason -> OrderedDict(source ip -> [count, wall time of the last])
         self.sources = TokenBuckets(SOURCE_RATE, SOURCE_BURST)
         self.overall = TokenBuckets(GLOBAL_RATE, GLOBAL_RATE, 1)
         self.challenges = TokenBuckets(CHALLENGE_RATE, CHALLENGE_BURST, 1)
@@ -323,6 +326,19 @@ class SubscriptionServer:
         return Outcome(None, None, reason, detail)
 
     def handle(self, buf, nbytes, source_ip, source_port, local_port, now, wall, verifier=None, signer_of=None):
+        """``_handle``, and the source of a refusal remembered (the last REFUSED_SOURCES per reason)."""
+        outcome = self._handle(buf, nbytes, source_ip, source_port, local_port, now, wall, verifier, signer_of)
+        if outcome.reason is not None:
+            sources = self.refused_sources.get(outcome.reason)
+            if sources is None:
+                sources = self.refused_sources[outcome.reason] = collections.OrderedDict()
+            seen = sources.pop(source_ip, None)
+            sources[source_ip] = [seen[0] + 1 if seen else 1, wall]
+            if len(sources) > REFUSED_SOURCES:
+                sources.popitem(last=False)
+        return outcome
+
+    def _handle(self, buf, nbytes, source_ip, source_port, local_port, now, wall, verifier=None, signer_of=None):
         """Act on one datagram from ``source_ip:source_port`` that arrived on ``local_port``.
 
         ``verifier`` (auth.Verifier) is given while the fleet key is loaded:
@@ -418,7 +434,11 @@ class SubscriptionServer:
         return changed
 
     def as_dict(self):
-        return {"refusals": dict(self.refusals), "ports": self.ports(),
+        return {"refusals": dict(self.refusals),
+                "refused_sources": dict((reason, [{"source": ip, "count": count, "last": last}
+                                                  for ip, (count, last) in sources.items()])
+                                        for reason, sources in self.refused_sources.items()),
+                "ports": self.ports(),
                 "groups": len(self.groups), "members": sum(len(g.members) for g in self.groups.values())}
 
 
@@ -438,12 +458,18 @@ class Subscriber:
         self.next_send = 0.0
         self.last_ack = None
         self.refusal = ""
+        # For the doctor: since when the state holds, the last answer and when, the lease granted.
+        self.state_since = 0.0
+        self.last_reply = None
+        self.last_reply_at = None
+        self.lease = None
         self.counters = {"joins_sent": 0, "leaves_sent": 0, "challenges": 0, "acks": 0, "refused": 0,
                          "unsolicited": 0}
 
     def tick(self, wanted, now):
         if wanted != self.wanted:
             self.wanted = wanted
+            self.state_since = now
             if not wanted:
                 was = self.state
                 self.state = "idle"
@@ -465,6 +491,9 @@ class Subscriber:
         if not self.wanted:
             self.counters["unsolicited"] += 1
             return False
+        if message.kind in (CHALLENGE, ACK, REFUSED):
+            self.last_reply = KIND_NAMES[message.kind]
+            self.last_reply_at = now
         if message.kind == CHALLENGE:
             if message.cookie == self.cookie:
                 return False
@@ -478,13 +507,18 @@ class Subscriber:
             self.last_ack = now
             if message.lease_ms:
                 lease = max(config.MIN_LEASE, message.lease_ms / 1000.0)
+                self.lease = lease
                 self.refresh = lease / REFRESH_SHARE
                 self.next_send = min(self.next_send, now + self.refresh)
+            if self.state != "subscribed":
+                self.state_since = now
             self.state = "subscribed"
             self.refusal = ""
             return False
         if message.kind == REFUSED:
             self.counters["refused"] += 1
+            if self.state != "refused":
+                self.state_since = now
             self.state = "refused"
             self.refusal = REFUSAL_CODES.get(message.refusal, "code %d" % message.refusal)
             return False
@@ -492,6 +526,11 @@ class Subscriber:
         return False
 
     def as_dict(self, now):
+        """What ``multic_admin -P`` shows and the doctor reads: ``state_age`` (seconds in the state),
+        ``last_reply`` (challenge, ack, refused or None) and its age, the ``lease`` the server granted."""
         return {"state": self.state, "wanted": self.wanted, "refusal": self.refusal,
+                "state_age": round(now - self.state_since, 3),
                 "ack_age": round(now - self.last_ack, 3) if self.last_ack is not None else None,
-                "refresh": self.refresh, "counters": dict(self.counters)}
+                "last_reply": self.last_reply,
+                "last_reply_age": round(now - self.last_reply_at, 3) if self.last_reply_at is not None else None,
+                "lease": self.lease, "refresh": self.refresh, "counters": dict(self.counters)}

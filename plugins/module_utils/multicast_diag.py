@@ -143,6 +143,8 @@ def client_entry_counters(client_stats):
             "rx_packets": _number(entry.get("rx_packets")),
             "delivered_packets": _number(entry.get("delivered_packets")),
             "interfaces": list(entry.get("interfaces") or []),
+            # A dynamic entry's subscription state (subscription.Subscriber.as_dict), else None.
+            "dynamic": entry["dynamic"] if isinstance(entry.get("dynamic"), dict) else None,
         }
     return counters
 
@@ -632,6 +634,10 @@ def _rules_counters(host, interfaces, server_config, client_config, server_count
         counters = client_counters.get((server_ip, group_ip, group_port))
         if not running["client"] or counters is None or counters["rx_packets"] != 0:
             continue
+        dynamic = counters.get("dynamic")
+        if dynamic is not None and (not dynamic.get("wanted") or (
+                dynamic.get("state") == "joining" and (_age(dynamic.get("state_age")) or 0) < DYNAMIC_PATIENCE)):
+            continue    # a dynamic entry without a local application (or just subscribing) is sent nothing, rightly
         findings.append(_finding(
             "client-no-input", "warning", "%s %s:%d" % (server_ip, group_ip, group_port),
             "the relay client has received nothing from server %s for %s:%d"
@@ -823,6 +829,235 @@ def _rules_metrics(server_stats, client_stats, findings):
                 "with multicast_proxy_metrics_textfile_dir)", [(side, "*")]))
 
 
+# ---------------------------------------------------------------- dynamic members (docs/dynamic-membership.md)
+
+# A dynamic entry may be "joining" for a round trip and a half after its application joined; longer than
+# this (four JOINs at the default retry) means no subscription is coming.
+DYNAMIC_PATIENCE = 2.0
+
+# Why the server refused subscriptions, by the reason it counts (subscription.REFUSAL_REASONS), and what to do.
+_REFUSALS = {
+    "not_allowed": ("warning", "the source addresses are not in the allow list of the group they asked for: those "
+                    "hosts never become members and get nothing (the server does not answer them)",
+                    "add the members' network to the group's allow list (may_join in multicast_proxy_groups, or "
+                    "multis_admin -A -m GROUP -p PORT --allow CIDR,...), or remove --dynamic from the entries of "
+                    "hosts that should not subscribe; the log line subscription_not_allowed names each source"),
+    "bad_cookie": ("info", "a JOIN or LEAVE echoed a cookie this server did not make or that is older than two "
+                   "minutes: once per member after a server restart or a rejoin after a pause is normal (it is "
+                   "challenged again); many more mean forged JOINs, or a NAT that changes a member's source port",
+                   "nothing if it grows only with restarts and rejoins; else compare with the group's challenges "
+                   "and acks and look for the sources in the log (subscription_bad_cookie)"),
+    "rate_limited": ("warning", "more subscription messages than the limits (10 a second per member and group, 5000 "
+                     "in all, 500 challenges a second): a flood, or more members than the server's limit of "
+                     "messages carries at this lease",
+                     "find the sources in the log (subscription_rate_limited); with many large groups, a longer "
+                     "lease (fewer refreshes, multis_admin -A ... --lease SECONDS)"),
+    "full": ("warning", "the group already had max_members dynamic members: the hosts turned away get nothing "
+             "(they are told: their multic_admin -P says refused (full))",
+             "raise max_members for the group (multis_admin -A -m GROUP -p PORT --max-members N, up to 1024; "
+             "max_members in multicast_proxy_groups), or let fewer hosts subscribe"),
+    "wrong_port": ("warning", "a subscription came from or to another port than the group's server port: the "
+                   "member's entry names another server port (-s), or a NAT rewrote its source port",
+                   "make the entry's server port (multic_admin -A ... -s PORT) the group's server_port; a member "
+                   "behind a NAT that changes ports cannot subscribe"),
+    "unknown_group": ("warning", "a host subscribed to a group (or a group port) this server does not take "
+                      "subscriptions for: its entry is dynamic but the group here has no allow list, or another "
+                      "group port",
+                      "give the group an allow list here (--allow), or correct the entry's group port, or remove "
+                      "--dynamic from that host's entry"),
+    "auth_missing": ("warning", "subscriptions without an authentication tag while this server has keys: the host "
+                     "has no auth_keys.json and never becomes a member",
+                     "install the fleet's keys on the member (multicast_proxy_auth_keys) and reload its client"),
+    "auth_unknown_key": ("warning", "subscriptions tagged with a key id this server does not have: the member "
+                         "has another or a newer key file",
+                         "deploy the same auth_keys.json on the server and its members, then reload both"),
+    "auth_bad": ("warning", "subscriptions whose tag does not verify: a different key under the same id, a NAT "
+                 "that changes the member's address, or forged messages",
+                 "deploy the same auth_keys.json on the server and its members; members behind a NAT cannot "
+                 "subscribe with keys"),
+    "malformed": ("info", "datagrams on a subscription port that are not subscription messages",
+                  "nothing unless it grows: then find what sends to the server port (the log names the source)"),
+    "bad_version": ("warning", "subscription messages of another protocol version: a member runs another release "
+                    "of the relay", "run the same release on the server and its members"),
+    "unexpected_kind": ("info", "a challenge, acknowledgement or refusal sent to the server: another server, "
+                        "or a test tool", "nothing unless it grows: the log names the source"),
+}
+
+
+def _dynamic_entries(client_stats):
+    """(entry, its "dynamic" dict) for each dynamic entry of ``multic_admin -P --json``."""
+    entries = (client_stats or {}).get("entries") if isinstance(client_stats, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("dynamic"), dict):
+            yield entry, entry["dynamic"]
+
+
+def _age(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _rules_dynamic_client(client_stats, findings):
+    """A dynamic entry whose application joined but that the server does not (or no longer) acknowledge."""
+    drops = (client_stats or {}).get("drops") if isinstance(client_stats, dict) else None
+    drops = drops if isinstance(drops, dict) else {}
+    dropped = ", ".join("%s=%d" % (reason, drops[reason]) for reason in sorted(drops)
+                        if (reason == "unknown_server" or reason.startswith("auth_"))
+                        and isinstance(drops[reason], int) and drops[reason] > 0)
+    for entry, state in _dynamic_entries(client_stats):
+        if not state.get("wanted"):
+            continue    # no local application joined: not subscribing is right (no-local-receiver says so)
+        server = "%s:%s" % (entry.get("server_ip"), entry.get("server_port"))
+        group = "%s:%s" % (entry.get("group_ip"), entry.get("group_port"))
+        subject = "%s %s" % (entry.get("server_ip"), group)
+        affects = [("client", entry.get("group_ip"))]
+        counters = state.get("counters") if isinstance(state.get("counters"), dict) else {}
+        state_age = _age(state.get("state_age"))
+        reply_age = _age(state.get("last_reply_age"))
+        check_server = ("on %s run multis_admin -P -m %s: the group must have an allow list that contains this "
+                        "host's address (may_join in multicast_proxy_groups) and its server port must be %s; "
+                        "'subscriptions: ... refused:' there names the reason"
+                        % (entry.get("server_ip"), entry.get("group_ip"), entry.get("server_port")))
+        if state.get("state") == "joining":
+            if state_age is None:
+                # A daemon that does not say since when: no answer at all after several JOINs.
+                if counters.get("acks") or (counters.get("joins_sent") or 0) < 4:
+                    continue
+                challenged = bool(counters.get("challenges"))
+            elif state_age < DYNAMIC_PATIENCE:
+                continue
+            else:
+                challenged = state.get("last_reply") == "challenge" and reply_age is not None \
+                    and reply_age <= state_age
+            since = " for %.1f s" % state_age if state_age is not None else ""
+            if challenged:
+                findings.append(_finding(
+                    "dynamic-not-subscribed", "error", subject,
+                    "a local application joined %s, but the subscription to server %s is not acknowledged%s: the "
+                    "server challenged it and never acknowledged the JOIN that echoed the cookie (joins_sent=%s, "
+                    "challenges=%s, acks=%s)" % (group, server, since, counters.get("joins_sent"),
+                                                 counters.get("challenges"), counters.get("acks")),
+                    "the server admits a member only when a JOIN echoes the cookie it sent to that address and "
+                    "port: a NAT or load balancer that changes this host's source port between messages makes "
+                    "every cookie wrong (bad_cookie on the server), and a lost acknowledgement looks the same; "
+                    "until an ACK arrives the server sends this host nothing",
+                    "%s; look at bad_cookie there, and send subscriptions to the server's own address and port "
+                    "without a NAT that rewrites ports in between" % check_server, affects))
+            else:
+                findings.append(_finding(
+                    "dynamic-not-subscribed", "error", subject,
+                    "a local application joined %s, but server %s has not answered its subscription%s (no "
+                    "challenge, joins_sent=%s): the server does not see it or refuses it silently%s"
+                    % (group, server, since, counters.get("joins_sent"),
+                       "; this client dropped answers it could not match or verify: %s" % dropped if dropped
+                       else ""),
+                    "the server answers only a JOIN that passed every check (a group with allow on that port, the "
+                    "server port, the fleet key, an address in allow): a refused JOIN is counted there "
+                    "(not_allowed, wrong_port, unknown_group, auth_*, rate_limited) and not answered, and a "
+                    "firewall or security group that drops UDP %s to the server, or the server's answer back, "
+                    "looks the same; the server sends nothing to a host that is not a member"
+                    % entry.get("server_port"),
+                    "%s; allow UDP %s from this host to the server and back (security groups, the server's host "
+                    "firewall); with keys, the same auth_keys.json on both hosts" % (check_server,
+                                                                                     entry.get("server_port")),
+                    affects))
+        elif state.get("state") == "refused":
+            reason = state.get("refusal") or "no reason given"
+            findings.append(_finding(
+                "dynamic-refused", "error", subject,
+                "a local application joined %s, but server %s refused the subscription (%s; refused=%s)"
+                % (group, server, reason, counters.get("refused")),
+                "full: the group already has its maximum of dynamic members (max_members), so the server admits "
+                "no more and sends this host nothing; the client keeps asking and is admitted when one leaves"
+                if reason == "full" else "the server admits no member while it refuses it",
+                "raise max_members of the group on %s (multis_admin -A -m %s -p PORT --max-members N, up to "
+                "1024; max_members in multicast_proxy_groups), or let fewer hosts subscribe"
+                % (entry.get("server_ip"), entry.get("group_ip")) if reason == "full" else check_server,
+                affects))
+        elif state.get("state") == "subscribed":
+            ack_age = _age(state.get("ack_age"))
+            lease = _age(state.get("lease")) or (_age(state.get("refresh")) or 0.5) * 3
+            if ack_age is None or ack_age <= lease:
+                continue
+            findings.append(_finding(
+                "dynamic-lease-expired", "error", subject,
+                "the subscription of %s to server %s was last acknowledged %.1f s ago, longer than its lease of "
+                "%.1f s: the server has dropped this host from the group" % (group, server, ack_age, lease),
+                "the client refreshes every lease / 3 and the server acknowledges each refresh; without an "
+                "acknowledgement for a whole lease the refreshes do not reach the server (it is down, the "
+                "network or a firewall drops UDP %s), or its answers do not come back, and its lease check "
+                "removed the member: no copies come" % entry.get("server_port"),
+                "check that the relay server on %s runs (multis_admin -P -m %s lists this host with joined_by "
+                "subscription once it is back) and that UDP %s passes both ways between the hosts"
+                % (entry.get("server_ip"), entry.get("group_ip"), entry.get("server_port")), affects))
+
+
+def _rules_dynamic_server(server_stats, findings):
+    """Subscriptions the server refused, by reason; members whose leases expired; ports it cannot take them on."""
+    if not isinstance(server_stats, dict):
+        return
+    status = server_stats.get("subscriptions")
+    status = status if isinstance(status, dict) else {}
+    dynamic = [g for g in server_stats.get("groups") or [] if isinstance(g, dict) and isinstance(g.get("dynamic"),
+                                                                                                 dict)]
+    for error in status.get("errors") or []:
+        findings.append(_finding(
+            "dynamic-port-not-bound", "error", _DAEMONS["server"],
+            "the relay server takes no subscriptions on a port: %s" % error,
+            "the groups with allow on that port admit no dynamic member: their subscriptions are never read",
+            "stop what holds the port on this host (a relay client listening on the same port cannot run next to "
+            "such a group), or give the group another server_port; the server retries every 30 s",
+            [("server", g.get("group_ip")) for g in dynamic]))
+    refusals = status.get("refusals")
+    refusals = refusals if isinstance(refusals, dict) else {}
+    refused_sources = status.get("refused_sources")
+    refused_sources = refused_sources if isinstance(refused_sources, dict) else {}
+    allow = "; ".join("%s: allow %s" % (g.get("group_ip"), ",".join(g["dynamic"].get("allow") or []) or "none")
+                      for g in dynamic)
+    for reason in sorted(refusals, key=lambda r: (SEVERITIES.index(_REFUSALS.get(r, ("warning",))[0]), r)):
+        count = refusals[reason]
+        if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+            continue
+        severity, why, fix = _REFUSALS.get(reason, ("warning", "the server refused these subscriptions",
+                                                    "the log names each source and the reason"))
+        sources = [item for item in (refused_sources.get(reason) or []) if isinstance(item, dict)]
+        named = ", ".join("%s (%s)" % (item.get("source"), item.get("count")) for item in sources)
+        findings.append(_finding(
+            "dynamic-refusals", severity, "subscriptions %s" % reason,
+            "the relay server refused %d subscription messages as %s since it started%s%s"
+            % (count, reason, "; the last sources: %s" % named if named else "",
+               " (%s)" % allow if allow and reason == "not_allowed" else ""),
+            why, fix, [("server", g.get("group_ip")) for g in dynamic] or [("server", "*")]))
+    for group in dynamic:
+        info = group["dynamic"]
+        events = info.get("events") if isinstance(info.get("events"), dict) else {}
+        expiries = events.get("expiries")
+        if not isinstance(expiries, int) or expiries <= 0:
+            continue
+        members = set(m.get("member_ip") for m in info.get("members") or [] if isinstance(m, dict))
+        expired = []
+        for gone in info.get("departed") or []:
+            if isinstance(gone, dict) and gone.get("left_by") == "expired" and gone.get("member_ip") not in expired:
+                expired.append(gone.get("member_ip"))
+        back = [ip for ip in expired if ip in members]
+        away = [ip for ip in expired if ip not in members]
+        named = []
+        if away:
+            named.append("gone: %s" % ", ".join(away))
+        if back:
+            named.append("subscribed again: %s" % ", ".join(back))
+        findings.append(_finding(
+            "dynamic-lease-expired", "warning", group.get("group_ip"),
+            "%d dynamic members of %s left because their lease expired (no refresh for %s s), not by a leave%s"
+            % (expiries, group.get("group_ip"), info.get("lease"), "; of the last departures, %s" % "; ".join(named)
+               if named else ""),
+            "a member refreshes every lease / 3 while its application is joined and sends a leave when it stops: "
+            "a lease runs out when the member died or lost its network, or its refreshes stopped arriving "
+            "(a firewall, loss); a member that subscribed again missed copies in between",
+            "on the members named, check multic_monitord runs and multic_admin -P (dynamic ... subscribed); "
+            "check UDP %s from them to this host; on a lossy network a longer lease (--lease SECONDS)"
+            % group.get("server_port"), [("server", group.get("group_ip"))]))
+
+
 # Which causes can explain each symptom.  A client that got nothing from its
 # server is not explained by a wrong join on the client (that loses datagrams
 # after they arrived), so the pairs are explicit rather than "same group".
@@ -834,7 +1069,8 @@ _EXPLAINED_BY = {
     "server-group-error": ("igmp-max-memberships", "interface-down", "interface-missing", "no-route-for-group",
                            "port-not-shareable"),
     "client-no-input": ("firewall-blocks-server-port", "rp-filter-strict", "client-listen-error", "config-invalid",
-                        "auth-required-no-keys"),
+                        "auth-required-no-keys", "dynamic-not-subscribed", "dynamic-refused",
+                        "dynamic-lease-expired"),
     "relay-not-running": ("config-invalid",),
 }
 _SYMPTOMS = tuple(_EXPLAINED_BY)
@@ -928,6 +1164,8 @@ def diagnose(facts, server_config=None, client_config=None, server_stats=None, c
     _apply(findings, _rules_legacy_tags, server_stats, client_stats)
     _apply(findings, _rules_metrics, server_stats, client_stats)
     _apply(findings, _rules_source_port, server_stats, client_stats)
+    _apply(findings, _rules_dynamic_client, client_stats)
+    _apply(findings, _rules_dynamic_server, server_stats)
     _apply(findings, _rules_interfaces, host, used)
     _apply(findings, _rules_routes, host, interfaces)
     _apply(findings, _rules_join_interface, host, interfaces, server_counters)

@@ -118,6 +118,21 @@ def test_only_allowed_addresses_subscribe():
     assert server.refusals["not_allowed"] == 2
 
 
+def test_the_server_remembers_the_last_sources_it_refused_by_reason():
+    server = make_server()
+    for attempt in range(3):
+        send(server, sub.JOIN, 1.0 + attempt, "10.9.0.1")
+    for index in range(sub.REFUSED_SOURCES + 2):
+        send(server, sub.JOIN, 5.0, "10.8.0.%d" % index, port=SERVER_PORT + 1)
+    shown = server.as_dict()
+    assert shown["refusals"]["not_allowed"] == 3
+    assert shown["refused_sources"]["not_allowed"] == [{"source": "10.9.0.1", "count": 3, "last": 1003.0}]
+    wrong = shown["refused_sources"]["wrong_port"]
+    assert len(wrong) == sub.REFUSED_SOURCES and wrong[0]["source"] == "10.8.0.2" and wrong[-1]["source"] == "10.8.0.9"
+    join(server, 6.0)
+    assert sorted(server.as_dict()["refused_sources"]) == ["not_allowed", "wrong_port"]
+
+
 def test_a_full_group_refuses_with_a_reason_only_after_the_cookie():
     server = make_server(max_members=2)
     join(server, 1.0, "10.0.0.1")
@@ -265,6 +280,29 @@ def test_the_subscriber_shows_a_refusal():
     subscriber.on_message(refused, 0.1)
     assert subscriber.as_dict(0.2)["state"] == "refused" and subscriber.refusal == "full"
     assert subscriber.tick(True, 0.6) == sub.JOIN              # it keeps asking, at the retry interval
+
+
+def test_the_subscriber_says_how_long_its_state_holds_and_what_answered_last():
+    """What the doctor reads (dynamic-not-subscribed, dynamic-lease-expired): state_age, last_reply, lease."""
+    subscriber = sub.Subscriber()
+    subscriber.tick(True, 10.0)
+    shown = subscriber.as_dict(13.0)
+    assert (shown["state"], shown["state_age"], shown["last_reply"], shown["last_reply_age"], shown["lease"]) == (
+        "joining", 3.0, None, None, None)
+    challenge = sub.Message(sub.CHALLENGE, 0, 0, 0, GROUP_ADDR, GROUP_PORT, 0, b"c" * 16)
+    subscriber.on_message(challenge, 13.5)
+    shown = subscriber.as_dict(14.0)
+    assert (shown["state"], shown["state_age"], shown["last_reply"], shown["last_reply_age"]) == (
+        "joining", 4.0, "challenge", 0.5)
+    subscriber.on_message(sub.Message(sub.ACK, 0, 0, 0, GROUP_ADDR, GROUP_PORT, 3000, b"d" * 16), 14.0)
+    subscriber.on_message(sub.Message(sub.ACK, 0, 0, 0, GROUP_ADDR, GROUP_PORT, 3000, b"e" * 16), 15.0)
+    shown = subscriber.as_dict(20.0)
+    assert (shown["state"], shown["state_age"], shown["ack_age"], shown["last_reply"], shown["lease"]) == (
+        "subscribed", 6.0, 5.0, "ack", 3.0)
+    subscriber.on_message(sub.Message(sub.REFUSED, 0, 0, 1, GROUP_ADDR, GROUP_PORT, 0, sub.NO_COOKIE), 21.0)
+    assert subscriber.as_dict(21.0)["state_age"] == 0.0 and subscriber.as_dict(21.0)["last_reply"] == "refused"
+    subscriber.tick(False, 22.0)
+    assert subscriber.as_dict(23.0)["state"] == "idle" and subscriber.as_dict(23.0)["state_age"] == 1.0
 
 
 def test_the_defaults_meet_the_leave_bound_even_when_a_leave_is_lost():

@@ -543,3 +543,175 @@ def test_with_two_servers_only_the_entries_without_preserve_source_are_named():
     # 10.0.0.2's own entry keeps its source; a join for another sender may be served by either server.
     assert finding["severity"] == "warning" and finding["subject"] == "%s from 10.0.0.3" % GROUP
     assert "on enp0s31f6, eth0" in finding["what"] and "from 10.0.0.1 without" in finding["what"]
+
+
+# ------------------------------------------------------------ dynamic members (issue 17)
+
+# What the daemons report, as subscription.Subscriber.as_dict, SubscriptionServer.as_dict and
+# DynamicGroup.as_dict build it (tests/relay/unit/test_subscription.py drives those).
+
+def subscriber(state="subscribed", wanted=True, refusal="", state_age=30.0, ack_age=0.2, last_reply="ack",
+               last_reply_age=0.2, lease=1.5, joins_sent=61, challenges=1, acks=60, refused=0):
+    return {"state": state, "wanted": wanted, "refusal": refusal, "state_age": state_age, "ack_age": ack_age,
+            "last_reply": last_reply, "last_reply_age": last_reply_age, "lease": lease,
+            "refresh": lease / 3 if lease else 0.5,
+            "counters": {"joins_sent": joins_sent, "leaves_sent": 0, "challenges": challenges, "acks": acks,
+                         "refused": refused, "unsolicited": 0}}
+
+
+def dynamic_client_stats(dynamic, rx_packets=0, drops=None):
+    stats = client_stats(rx_packets=rx_packets, interfaces=["eth0"])
+    stats["entries"][0].update(source_port=None, preserve_source=False, rx_bytes=0, delivered_bytes=0, lost=0,
+                               duplicates=0, reordered=0, last_seq=None, dynamic=dynamic)
+    stats["drops"] = dict({"malformed": 0, "unknown_server": 0, "auth_bad": 0, "source_port": 0}, **(drops or {}))
+    return stats
+
+
+def dynamic_server_stats(refusals=None, refused_sources=None, expiries=0, departed=(), members=(), errors=()):
+    stats = server_stats()
+    counts = dict.fromkeys(("malformed", "bad_version", "rate_limited", "unexpected_kind", "unknown_group",
+                            "wrong_port", "auth_missing", "auth_unknown_key", "auth_bad", "not_allowed", "bad_cookie",
+                            "full"), 0)
+    counts.update(refusals or {})
+    stats["subscriptions"] = {"refusals": counts, "refused_sources": refused_sources or {}, "ports": [47001],
+                              "groups": 1, "members": len(members), "errors": list(errors)}
+    stats["groups"][0].update(server_port=47001, dynamic={
+        "allow": ["10.0.0.0/24"], "max_members": 256, "lease": 1.5,
+        "events": {"joins": 4, "refreshes": 800, "leaves": 1, "expiries": expiries, "challenges": 4, "acks": 804},
+        "members": [{"member_ip": ip, "joined_by": "subscription", "since": 1765000000.0, "lease_age": 0.3,
+                     "refreshes": 200} for ip in members],
+        "departed": [{"member_ip": ip, "left_by": how, "since": 1765000000.0, "left": 1765000100.0,
+                      "subscribed_seconds": 100.0, "tx_packets": 5000, "tx_bytes": 900000}
+                     for ip, how in departed]})
+    return stats
+
+
+def dynamic_findings(server=None, client=None, memberships=((("eth0", GROUP),))):
+    return diag.diagnose(make_facts(memberships=list(memberships)), server_config(), client_config(),
+                         server or server_stats(), client or client_stats(interfaces=["eth0"]), RUNNING)
+
+
+def only(findings, finding_id):
+    (finding,) = [f for f in findings if f["id"] == finding_id]
+    return finding
+
+
+def test_a_subscribed_dynamic_entry_and_an_idle_one_are_no_problem():
+    assert serious(dynamic_findings(client=dynamic_client_stats(subscriber(), rx_packets=500))) == []
+    # No local application joined: not subscribed and nothing received, rightly (not even client-no-input).
+    idle = subscriber(state="idle", wanted=False, state_age=600.0, ack_age=600.0, last_reply_age=600.0)
+    findings = dynamic_findings(client=dynamic_client_stats(idle), memberships=())
+    assert serious(findings) == []
+    assert not [f for f in findings if f["id"].startswith("dynamic-")]
+    # Just joined: the first round trip is under way.
+    joining = subscriber(state="joining", state_age=0.1, ack_age=None, last_reply=None, last_reply_age=None,
+                         lease=None, joins_sent=1, challenges=0, acks=0)
+    assert serious(dynamic_findings(client=dynamic_client_stats(joining))) == []
+
+
+def test_a_dynamic_entry_the_server_never_answers_is_not_subscribed():
+    silent = subscriber(state="joining", state_age=12.0, ack_age=None, last_reply=None, last_reply_age=None,
+                        lease=None, joins_sent=25, challenges=0, acks=0)
+    findings = dynamic_findings(client=dynamic_client_stats(silent))
+    # client-no-input is the symptom, folded into the cause.
+    assert serious(findings) == [("dynamic-not-subscribed", "error")]
+    finding = only(findings, "dynamic-not-subscribed")
+    assert "has not answered" in finding["what"] and "12.0 s" in finding["what"]
+    assert "allow list" in finding["fix"] and "UDP 47001" in finding["fix"] and "auth_keys.json" in finding["fix"]
+    assert finding["subject"] == "10.0.0.1 %s:47000" % GROUP and finding["affects"] == ["client %s" % GROUP]
+    assert finding["evidence"] and "received nothing" in finding["evidence"][0]
+    # An earlier session's answers do not count: the last reply came before this join.
+    again = dict(silent, last_reply="ack", last_reply_age=300.0, ack_age=300.0, lease=1.5)
+    assert "has not answered" in only(dynamic_findings(client=dynamic_client_stats(again)),
+                                      "dynamic-not-subscribed")["what"]
+    # Answers the client could not match are named.
+    dropped = dynamic_client_stats(silent, drops={"unknown_server": 7})
+    assert "unknown_server=7" in only(dynamic_findings(client=dropped), "dynamic-not-subscribed")["what"]
+
+
+def test_a_dynamic_entry_challenged_but_never_acknowledged_names_the_cookie():
+    challenged = subscriber(state="joining", state_age=5.0, ack_age=None, last_reply="challenge",
+                            last_reply_age=0.3, lease=None, joins_sent=20, challenges=10, acks=0)
+    findings = dynamic_findings(client=dynamic_client_stats(challenged))
+    assert serious(findings) == [("dynamic-not-subscribed", "error")]
+    finding = only(findings, "dynamic-not-subscribed")
+    assert "challenged" in finding["what"] and "challenges=10" in finding["what"]
+    assert "cookie" in finding["why"] and "bad_cookie" in finding["fix"]
+
+
+def test_a_refused_dynamic_entry_names_the_reason():
+    full = subscriber(state="refused", refusal="full", state_age=40.0, ack_age=None, last_reply="refused",
+                      last_reply_age=0.2, lease=None, joins_sent=80, challenges=1, acks=0, refused=79)
+    findings = dynamic_findings(client=dynamic_client_stats(full))
+    assert serious(findings) == [("dynamic-refused", "error")]
+    finding = only(findings, "dynamic-refused")
+    assert "(full; refused=79)" in finding["what"] and "--max-members" in finding["fix"]
+
+
+def test_a_subscription_no_longer_acknowledged_for_a_lease_has_expired():
+    stale = subscriber(state="subscribed", ack_age=9.4, last_reply_age=9.4, lease=1.5)
+    findings = dynamic_findings(client=dynamic_client_stats(stale, rx_packets=400))
+    assert serious(findings) == [("dynamic-lease-expired", "error")]
+    finding = only(findings, "dynamic-lease-expired")
+    assert "9.4 s ago" in finding["what"] and "1.5 s" in finding["what"]
+    # Within the lease (a refresh or two lost) it is not said.
+    late = subscriber(state="subscribed", ack_age=1.2, last_reply_age=1.2, lease=1.5)
+    assert serious(dynamic_findings(client=dynamic_client_stats(late, rx_packets=400))) == []
+
+
+def test_dynamic_rules_read_odd_or_old_stats_without_failing():
+    for dynamic in ({}, {"state": "joining", "wanted": True}, {"state": "subscribed", "wanted": True},
+                    {"state": "refused", "wanted": True, "counters": None}, "garbage", None):
+        stats = dynamic_client_stats(dynamic, rx_packets=10)
+        findings = dynamic_findings(client=stats)
+        assert "doctor-rule-failed" not in [f["id"] for f in findings], dynamic
+    # A daemon that does not say since when: several unanswered JOINs are enough.
+    old = {"state": "joining", "wanted": True, "refusal": "", "ack_age": None, "refresh": 0.5,
+           "counters": {"joins_sent": 9, "challenges": 0, "acks": 0, "refused": 0}}
+    assert serious(dynamic_findings(client=dynamic_client_stats(old))) == [("dynamic-not-subscribed", "error")]
+    for subscriptions in (None, "garbage", {"refusals": None, "errors": None}, {"refusals": {"not_allowed": "x"}}):
+        stats = dict(server_stats(), subscriptions=subscriptions)
+        findings = dynamic_findings(server=stats)
+        assert serious(findings) == [], subscriptions
+
+
+def test_server_refusals_by_reason_name_the_sources():
+    stats = dynamic_server_stats(refusals={"not_allowed": 42, "full": 3, "bad_cookie": 2},
+                                 refused_sources={"not_allowed": [{"source": "10.9.0.7", "count": 40, "last": 1.0},
+                                                                  {"source": "10.9.0.8", "count": 2, "last": 2.0}],
+                                                  "full": [{"source": "10.0.0.77", "count": 3, "last": 3.0}]})
+    findings = dynamic_findings(server=stats)
+    assert serious(findings) == [("dynamic-refusals", "warning"), ("dynamic-refusals", "warning")]
+    by_subject = dict((f["subject"], f) for f in findings if f["id"] == "dynamic-refusals")
+    assert sorted(by_subject) == ["subscriptions bad_cookie", "subscriptions full", "subscriptions not_allowed"]
+    not_allowed = by_subject["subscriptions not_allowed"]
+    assert "42 subscription messages as not_allowed" in not_allowed["what"]
+    assert "10.9.0.7 (40), 10.9.0.8 (2)" in not_allowed["what"] and "allow 10.0.0.0/24" in not_allowed["what"]
+    assert "may_join" in not_allowed["fix"] and not_allowed["affects"] == ["server %s" % GROUP]
+    assert "--max-members" in by_subject["subscriptions full"]["fix"]
+    assert by_subject["subscriptions bad_cookie"]["severity"] == "info"
+    # Without the sources (an older server) the count is said alone; no refusal, no finding.
+    stats["subscriptions"].pop("refused_sources")
+    assert "last sources" not in dict((f["subject"], f) for f in dynamic_findings(server=stats)
+                                      if f["id"] == "dynamic-refusals")["subscriptions not_allowed"]["what"]
+    assert not [f for f in dynamic_findings(server=dynamic_server_stats()) if f["id"].startswith("dynamic-")]
+
+
+def test_server_expiries_name_the_members_gone_and_back():
+    stats = dynamic_server_stats(expiries=3, members=["10.0.0.21"],
+                                 departed=[("10.0.0.20", "expired"), ("10.0.0.21", "expired"), ("10.0.0.22", "leave"),
+                                           ("10.0.0.20", "expired")])
+    findings = dynamic_findings(server=stats)
+    assert serious(findings) == [("dynamic-lease-expired", "warning")]
+    finding = only(findings, "dynamic-lease-expired")
+    assert "3 dynamic members of %s" % GROUP in finding["what"]
+    assert "gone: 10.0.0.20" in finding["what"] and "subscribed again: 10.0.0.21" in finding["what"]
+    assert "10.0.0.22" not in finding["what"] and "UDP 47001" in finding["fix"]
+
+
+def test_a_subscription_port_the_server_cannot_bind_is_an_error():
+    error = ("cannot take subscriptions on UDP port 47001: Address already in use (a relay client on this host "
+             "holds it? ss -uapn 'sport = :47001' names the socket)")
+    findings = dynamic_findings(server=dynamic_server_stats(errors=[error]))
+    assert serious(findings) == [("dynamic-port-not-bound", "error")]
+    assert "Address already in use" in only(findings, "dynamic-port-not-bound")["what"]

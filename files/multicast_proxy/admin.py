@@ -455,6 +455,9 @@ def write_subscription_status(status, out):
     refused = " ".join("%s=%d" % item for item in sorted(status["refusals"].items()) if item[1]) or "none"
     out.write("subscriptions: ports %s, %d dynamic members; refused: %s\n" % (
         ",".join(str(port) for port in status["ports"]), status["members"], refused))
+    for reason, sources in sorted((status.get("refused_sources") or {}).items()):
+        out.write("subscriptions: refused as %s, the last sources: %s\n" % (
+            reason, ", ".join("%s (%d)" % (item["source"], item["count"]) for item in sources)))
     for error in status["errors"]:
         out.write("subscriptions: NOT taken: %s\n" % error)
 

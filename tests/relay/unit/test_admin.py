@@ -181,3 +181,16 @@ def test_dispatch_on_program_name():
     from multicast_proxy.__main__ import main
     assert main(["/usr/local/bin/multis_admin", "--bogus"]) == admin.EXIT_USAGE
     assert main(["python3 -m multicast_proxy", "nope"]) == admin.EXIT_USAGE
+
+
+def test_the_subscription_line_names_the_last_sources_refused():
+    status = {"refusals": {"not_allowed": 3, "full": 0}, "ports": [6000], "members": 1, "errors": [],
+              "refused_sources": {"not_allowed": [{"source": "10.9.0.1", "count": 2, "last": 1.0},
+                                                  {"source": "10.9.0.2", "count": 1, "last": 2.0}]}}
+    out = io.StringIO()
+    admin.write_subscription_status(status, out)
+    assert out.getvalue() == ("subscriptions: ports 6000, 1 dynamic members; refused: not_allowed=3\n"
+                              "subscriptions: refused as not_allowed, the last sources: 10.9.0.1 (2), 10.9.0.2 (1)\n")
+    out = io.StringIO()
+    admin.write_subscription_status(dict(status, refused_sources=None), out)
+    assert out.getvalue().count("\n") == 1

@@ -61,7 +61,9 @@ class Reporter(object):
         self.log.propagate = False
 
     def write(self, text):
-        self.lines.append(text.strip())
+        # Python 3.6's StreamHandler writes the line terminator in a call of its own.
+        if text.strip():
+            self.lines.append(text.strip())
 
     def flush(self):
         pass

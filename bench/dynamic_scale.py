@@ -43,8 +43,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The relay measured: files/ of this tree, or DYSB_RELAY_SOURCE (another tree's files/, for a before/after).
 RELAY_SOURCE = os.environ.get("DYSB_RELAY_SOURCE", os.path.join(REPO, "files"))
 sys.path.insert(0, RELAY_SOURCE)
+sys.path.insert(0, os.path.join(REPO, "bench"))
 
 from multicast_proxy import auth, daemon, relay_config as config, server, subscription as sub  # noqa: E402
+import run as bench_run  # noqa: E402  (bench/ on the path above): its /proc readers of a process
 
 MEMBERS = 1024
 GROUP = "239.99.0.1"
@@ -228,17 +230,11 @@ def build():
 
 
 def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+    return bench_run.cpu_ticks(pid) / float(os.sysconf("SC_CLK_TCK"))
 
 
 def rss_mib(pid):
-    with open("/proc/%d/status" % pid) as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024.0, 1)
-    return None
+    return round(bench_run.rss_kib(pid) / 1024.0, 1)
 
 
 def control(conf, request):

@@ -477,11 +477,7 @@ class ServerDaemon(DynamicMembers, Daemon):
                 self.retired_seq[group_ip] = self.groups[group_ip].seq
                 self._remove_group(group_ip)
                 changes["removed"].append(group_ip)
-        try:
-            route_text = netinfo.read_text(netinfo.ROUTE_FILE)
-        except OSError:
-            route_text = ""
-        routes = netinfo.parse_routes(route_text)
+        route_text, routes = self._read_routes()
         self._interfaces = None
         for group_ip, entry in wanted.items():
             mode = capture.group_mode(entry)
@@ -561,6 +557,15 @@ class ServerDaemon(DynamicMembers, Daemon):
         interfaces, limit = self._interfaces
         return netinfo.join_targets(join, interfaces, netinfo.route_interface(routes, group_ip), limit)
 
+    @staticmethod
+    def _read_routes():
+        """(text, parsed) of the kernel's routing table; empty when it cannot be read."""
+        try:
+            route_text = netinfo.read_text(netinfo.ROUTE_FILE)
+        except OSError:
+            route_text = ""
+        return route_text, netinfo.parse_routes(route_text)
+
     def _rescan_joins(self):
         """Join and leave as interfaces come and go (the groups with a join setting; once a second).
 
@@ -577,11 +582,7 @@ class ServerDaemon(DynamicMembers, Daemon):
         if any(group.error for group in joining):
             self._next_retry = 0.0
         joining = [group for group in joining if group.sock is not None]
-        try:
-            route_text = netinfo.read_text(netinfo.ROUTE_FILE)
-        except OSError:
-            route_text = ""
-        routes = netinfo.parse_routes(route_text)
+        routes = self._read_routes()[1]
         for group in joining:
             added, left = group.sync_joins(*self._join_targets(group.join, routes, group.group_ip))
             if added or left:

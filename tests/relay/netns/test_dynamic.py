@@ -34,27 +34,10 @@ JOIN_BOUND = 1.0
 LEAVE_BOUND = 2.0
 
 
-class DynVpc(vpc_module.Vpc):
-    """A Vpc whose namespaces carry this file's own prefix."""
-
-    def __init__(self, hosts):
-        super(DynVpc, self).__init__(hosts)
-        self.prefix = "dyn%dx%d-" % (os.getpid(), DynVpc._instances)
-        self.bridge_netns = self.prefix + "br"
-
-
 @pytest.fixture
-def make_dyn_vpc():
-    built = []
-
-    def build(hosts):
-        network = DynVpc(hosts)
-        built.append(network)
-        return network.__enter__()
-
-    yield build
-    for network in reversed(built):
-        network.teardown()
+def make_dyn_vpc(make_vpc):
+    """make_vpc under this file's own namespace prefix ("dyn")."""
+    return lambda hosts: make_vpc(hosts, name_prefix="dyn")
 
 
 def edit(host, *args):

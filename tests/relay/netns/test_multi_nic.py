@@ -12,11 +12,9 @@ whichever interface the application used, each datagram once.
 """
 
 import json
-import os
 
 import pytest
 
-import vpc as vpc_module
 from vpc import wait_until
 
 GROUP = "239.77.15.1"
@@ -25,24 +23,10 @@ SERVER_PORT = 6151
 COUNT = 300
 
 
-class NicVpc(vpc_module.Vpc):
-    """The harness's VPC under this test's own namespace prefix ("nic")."""
-
-    def __init__(self, hosts):
-        super(NicVpc, self).__init__(hosts)
-        self.prefix = "nic%dx%d-" % (os.getpid(), vpc_module.Vpc._instances)
-        self.bridge_netns = self.prefix + "br"
-
-
 @pytest.fixture
-def nic_vpc():
+def nic_vpc(make_vpc):
     """src with eth0 and eth1 runs the server for GROUP; m1 (eth0's network) runs the client."""
-    network = NicVpc({"src": 2, "m1": 1})
-    network.__enter__()
-    try:
-        yield network
-    finally:
-        network.teardown()
+    return make_vpc({"src": 2, "m1": 1}, name_prefix="nic")
 
 
 def edit(host, command, *args):

@@ -19,7 +19,6 @@ import grp
 import json
 import os
 import pwd
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,29 +45,12 @@ NOBODY = "65534"
 # Capability bits of /proc/PID/status.
 CAP_BITS = {"CAP_NET_BIND_SERVICE": 10, "CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13}
 PREFIX = "priv"
-NAMESPACE_PATTERN = re.compile(r"^%s(\d+)x" % PREFIX)
 
 TRY_CONNECT = (
     "import socket, sys; s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
     "try:\n    s.connect(sys.argv[1]); print('connected')\n"
     "except OSError as e:\n    print(e.__class__.__name__)"
 )
-
-
-class PrivVpc(vpc_module.Vpc):
-    """The harness's VPC under namespace names of this test's own (priv<pid>x<n>-)."""
-
-    def __init__(self, hosts):
-        super(PrivVpc, self).__init__(hosts)
-        self.prefix = "%s%dx%d-" % (PREFIX, os.getpid(), vpc_module.Vpc._instances)
-        self.bridge_netns = self.prefix + "br"
-
-
-def sweep_own_leftovers():
-    for name in vpc_module.namespaces():
-        match = NAMESPACE_PATTERN.match(name)
-        if match and (int(match.group(1)) == os.getpid() or not vpc_module.pid_alive(int(match.group(1)))):
-            vpc_module.kill_namespace(name)
 
 
 @pytest.fixture(name="account", scope="module")
@@ -87,14 +69,11 @@ def fixture_account():
 
 
 @pytest.fixture(name="priv_vpc")
-def fixture_priv_vpc(account):
-    sweep_own_leftovers()
-    built = []
+def fixture_priv_vpc(account, make_vpc):
+    vpc_module.sweep_leftovers(PREFIX)
 
     def build(hosts):
-        network = PrivVpc(hosts)
-        built.append(network)
-        network.__enter__()
+        network = make_vpc(hosts, name_prefix=PREFIX)
         # mkdtemp's 0700 directories: the daemons' user must reach its config directory.
         os.chmod(str(network.workdir), 0o755)
         for host in network.hosts.values():
@@ -103,10 +82,7 @@ def fixture_priv_vpc(account):
             os.chmod(str(host.conf_dir), 0o1775)
         return network
 
-    yield build
-    for network in reversed(built):
-        network.teardown()
-    sweep_own_leftovers()
+    return build
 
 
 def write_root_file(path, obj, mode=0o644, gid=0):
